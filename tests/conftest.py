@@ -1,0 +1,50 @@
+import csv
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCRIPTS = ["ppo_continuous", "ppo_wm", "ppo_wm_aux"]
+# A tiny configuration: 4 envs x 32 steps = 128 steps per iteration. Hopper's untrained episodes are short.
+BATCH = 128
+TINY = ["--env-id", "Hopper-v4", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "4", "--update-epochs", "2",
+        "--eval-episodes", "2", "--eval-interval", "2", "--status-interval", "0"]
+
+
+def script(name):
+    return importlib.import_module(name)
+
+
+def train(name, runs_dir, *extra, expect=0):
+    """Runs a script's main() in-process and returns its new run directory."""
+    runs_dir = Path(runs_dir)
+    before = set(runs_dir.iterdir()) if runs_dir.exists() else set()
+    rc = script(name).main([*TINY, "--runs-dir", str(runs_dir), *map(str, extra)])
+    assert rc == expect
+    (run_dir,) = set(runs_dir.iterdir()) - before
+    return run_dir
+
+
+def read_progress(run_dir):
+    with open(Path(run_dir) / "progress.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tb_scalars(run_dir):
+    """{tag: [(step, value), ...]} from all TensorBoard event files of a run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory):
+    """One short finished run of each script (3 iterations, evaluations at iterations 2 and 3), shared by tests."""
+    root = tmp_path_factory.mktemp("finished")
+    return {name: train(name, root / name, "--total-timesteps", 3 * BATCH) for name in SCRIPTS}

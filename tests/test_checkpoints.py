@@ -1,0 +1,145 @@
+"""Checkpoints: exact restore, resume in place, atomic writes, SIGTERM, no pickled objects."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import BATCH, ROOT, SCRIPTS, TINY, read_progress, script, tb_scalars, train
+
+
+def assert_same(a, b, path="ckpt"):
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def build_parts(name, ckpt):
+    """Fresh objects of a script, as train() builds them, for the checkpoint's args."""
+    mod = script(name)
+    args = ckpt["args"]
+    obs_dim, act_dim = ckpt["normalizer"]["obs_rms"]["mean"].shape[0], ckpt["agent"]["actor_logstd"].shape[1]
+    z = args.get("z_dim", 0)
+    agent = mod.Agent(obs_dim + z, act_dim)
+    parts = {"agent": agent, "optimizer": torch.optim.Adam(agent.parameters(), lr=args["learning_rate"], eps=1e-5, fused=True)}
+    if name != "ppo_continuous":
+        parts["encoder"], parts["dynamics"] = mod.Encoder(obs_dim, z), mod.Dynamics(z, act_dim, obs_dim)
+        wm_params = list(parts["encoder"].parameters()) + list(parts["dynamics"].parameters())
+        parts["wm_optimizer"] = torch.optim.Adam(wm_params, lr=args["wm_learning_rate"], fused=True)
+    parts["normalizer"] = mod.Normalizer((obs_dim,), args["num_envs"], args["gamma"])
+    if name == "ppo_wm_aux":
+        parts["intrinsic_return_rms"] = mod.RunningMeanStd(())
+    return parts
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_restore_state_is_exact_tensor_by_tensor(name, finished_runs):
+    mod = script(name)
+    ckpt = mod.load_checkpoint(str(finished_runs[name] / "checkpoint.pt"))
+    assert ckpt["optimizer"]["state"]  # Adam moments are in the checkpoint
+    torch.manual_seed(12345)  # a different RNG state, which restore must overwrite
+    parts = build_parts(name, ckpt)
+    counters = mod.restore_state(ckpt, parts)
+    again = mod.checkpoint_state(mod.Args(**ckpt["args"]), parts, counters)
+    assert_same(again, ckpt)  # networks, optimizer moments, normalizer, world model, counters, RNG, args
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, monkeypatch):
+    mod = script(name)
+    full = read_progress(finished_runs[name])
+    real_save = mod.save_atomic
+
+    def die_before_last_checkpoint(state, path):
+        if path.endswith("checkpoint.pt") and state["counters"]["iteration"] == 3:
+            raise KeyboardInterrupt("killed after logging iteration 3, before checkpointing it")
+        real_save(state, path)
+
+    monkeypatch.setattr(mod, "save_atomic", die_before_last_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(name, tmp_path, "--total-timesteps", 3 * BATCH, "--checkpoint-interval", 2)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    assert len(read_progress(run_dir)) == 3  # iteration 3 was logged but is not in checkpoint.pt
+    first_ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert first_ckpt["counters"]["iteration"] == 2
+
+    # TensorBoard orders event files by name (creation second, pid, counter); a real resume is a new process at a later
+    # second, while here the same process could name its new file "...9" < "...10" within one second
+    time.sleep(1.1)
+    assert mod.main(["--resume", str(run_dir)]) == 0
+    rows = read_progress(run_dir)
+    assert [int(r["global_step"]) for r in rows] == [BATCH, 2 * BATCH, 3 * BATCH]  # no duplicated or missing step
+    untimed = lambda rs: [{k: v for k, v in r.items() if k not in mod.TIMING_COLUMNS} for r in rs]  # noqa: E731
+    assert untimed(rows[:2]) == untimed(full[:2])  # identical to an unbroken run up to the checkpoint
+    assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in full]  # the schedule continues
+    assert [s for s, _ in tb_scalars(run_dir)["charts/SPS"]] == [BATCH, 2 * BATCH, 3 * BATCH]  # TensorBoard too
+    final = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert final["counters"]["iteration"] == 3 and final["counters"]["eval_seed"] == first_ckpt["counters"]["eval_seed"]
+    # the optimizer continued from its saved moments: Adam's step count went on from the checkpoint's
+    assert final["optimizer"]["state"][0]["step"].item() == first_ckpt["optimizer"]["state"][0]["step"].item() + 4 * 2
+
+    # a finished run is left as it is, unless --total-timesteps grows
+    assert mod.main(["--resume", str(run_dir)]) == 0
+    assert len(read_progress(run_dir)) == 3
+    assert mod.main(["--resume", str(run_dir), "--total-timesteps", str(4 * BATCH)]) == 0
+    assert [int(r["global_step"]) for r in read_progress(run_dir)] == [BATCH, 2 * BATCH, 3 * BATCH, 4 * BATCH]
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["args"]["total_timesteps"] == 4 * BATCH
+
+
+def test_atomic_checkpoint_write_survives_a_crash(tmp_path, monkeypatch):
+    mod = script("ppo_continuous")
+    path = tmp_path / "checkpoint.pt"
+    mod.save_atomic({"x": torch.arange(3)}, str(path))
+
+    def crashing_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed during the write")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        mod.save_atomic({"x": torch.arange(5)}, str(path))
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_checkpoints_hold_no_pickled_objects(finished_runs):
+    # weights_only=True would reject any pickled class; also check there is no side file such as obs_rms.pkl
+    for run_dir in finished_runs.values():
+        torch.load(run_dir / "checkpoint.pt", weights_only=True)
+        assert not list(run_dir.glob("*.pkl"))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "ppo_continuous.py"), *TINY, "--runs-dir", str(runs), "--total-timesteps", str(400 * BATCH),
+           "--checkpoint-interval", "1000", "--eval-interval", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        progress = list(runs.glob("*/progress.csv"))
+        if progress and len(progress[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err
+    (run_dir,) = runs.iterdir()
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    rows = read_progress(run_dir)
+    assert 2 <= ckpt["counters"]["iteration"] < 400 and int(rows[-1]["iteration"]) == ckpt["counters"]["iteration"]
