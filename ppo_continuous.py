@@ -475,7 +475,7 @@ def train(args, argv):
     writer = SummaryWriter(run_dir, purge_step=counters["global_step"] + 1 if ckpt else None)
     if ckpt is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    columns = ["global_step", "iteration", "episodic_return", "episodic_length", "episodes", "eval_return", "sps", "wall_time",
+    columns = ["global_step", "iteration", "episodic_return", "episodic_length", "episodes", "return_last100", "eval_return", "sps", "wall_time",
                "learning_rate", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "first_ratio_dev"]
     log = ProgressLog(run_dir, columns, resume_step=counters["global_step"] if ckpt else None)
     log.status_interval = args.status_interval
@@ -503,7 +503,7 @@ def train(args, argv):
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    recent_returns = deque(maxlen=100)
+    recent_returns = deque(counters.pop("recent_returns", []), maxlen=100)  # the score: mean of the last 100 episodes
     pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
 
@@ -602,6 +602,7 @@ def train(args, argv):
         counters["wall_time"] = start_wall + time.time() - start_time
         sps = int((global_step - start_step) / (time.time() - start_time))
         recent_returns.extend(finished_returns)
+        counters["recent_returns"] = list(recent_returns)
         for r, length in zip(finished_returns, finished_lengths):
             writer.add_scalar("charts/episodic_return", r, global_step)
             writer.add_scalar("charts/episodic_length", length, global_step)
@@ -636,7 +637,8 @@ def train(args, argv):
             "global_step": global_step, "iteration": iteration,
             "episodic_return": float(np.mean(finished_returns)) if finished_returns else None,
             "episodic_length": float(np.mean(finished_lengths)) if finished_lengths else None,
-            "episodes": len(finished_returns), "eval_return": eval_return, "sps": sps, "wall_time": round(counters["wall_time"], 3),
+            "episodes": len(finished_returns), "return_last100": float(np.mean(recent_returns)) if recent_returns else None,
+            "eval_return": eval_return, "sps": sps, "wall_time": round(counters["wall_time"], 3),
             "learning_rate": optimizer.param_groups[0]["lr"], "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "clipfrac": torch.stack(clipfracs).mean().item(),
             "explained_variance": explained_var, "first_ratio_dev": first_ratio_dev,

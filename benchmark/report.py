@@ -1,0 +1,183 @@
+"""Turns run directories into a Markdown summary and PNG figures (rliable's statistics: Agarwal et al. 2021).
+
+    python benchmark/report.py runs/benchmark/E1 benchmark/results/E1 --total-timesteps 1000000
+
+Score of a run: mean raw return of its last 100 training episodes (`return_last100` of the last progress.csv row).
+Per task and variant: mean +- std over seeds, interquartile mean (IQM) with a 95% stratified-bootstrap confidence
+interval, probability of improvement over the baseline variant, score at 200k / 500k / 1M steps, wall time and steps/s.
+Runs that stopped short of the requested steps are listed and left out of every statistic.
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+
+import warnings
+
+import numpy as np
+
+CHECKPOINTS = (200_000, 500_000, 1_000_000)
+
+
+def iqm(x):
+    """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean(x, 0.25), as rliable)."""
+    x = np.sort(np.asarray(x, dtype=float))
+    n = len(x)
+    lo = int(np.floor(n * 0.25))
+    return float(x[lo : n - lo].mean())
+
+
+def probability_of_improvement(x, y):
+    """P(X > Y) for one task: the Mann-Whitney U statistic over all seed pairs, ties counting one half."""
+    x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
+    return float(((x > y) + 0.5 * (x == y)).mean())
+
+
+def bootstrap_ci(samples, statistic, reps=2000, seed=0, alpha=0.05):
+    """Percentile CI of statistic(*resampled) where each array in samples is resampled (with replacement) on its own:
+    the stratified bootstrap of rliable, strata being tasks (and variants)."""
+    rng = np.random.default_rng(seed)
+    stats = [statistic(*[s[rng.integers(0, len(s), len(s))] for s in map(np.asarray, samples)]) for _ in range(reps)]
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def load_runs(exp_root):
+    runs = []
+    for config_path in sorted(glob.glob(os.path.join(exp_root, "*", "*", "config.json"))):
+        run_dir = os.path.dirname(config_path)
+        with open(config_path) as f:
+            config = json.load(f)
+        progress = os.path.join(run_dir, "progress.csv")
+        rows = []
+        if os.path.isfile(progress):
+            with open(progress, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r["return_last100"]]
+        runs.append({"dir": run_dir, "variant": config["exp_name"], "env_id": config["env_id"], "seed": config["seed"],
+                     "batch_size": config["batch_size"], "rows": rows})
+    return runs
+
+
+def score_at(rows, step):
+    """Mean return of the last 100 episodes as of the last iteration at or before step."""
+    before = [r for r in rows if int(r["global_step"]) <= step]
+    return float(before[-1]["return_last100"]) if before else None
+
+
+def curve(rows, grid):
+    steps = np.array([int(r["global_step"]) for r in rows])
+    values = np.array([float(r["return_last100"]) for r in rows])
+    return np.interp(grid, steps, values, left=np.nan, right=np.nan)
+
+
+def write_report(exp_root, out_dir, total_timesteps, baseline=None, reps=2000):
+    runs = load_runs(exp_root)
+    complete, incomplete = [], []
+    for r in runs:
+        wanted = (total_timesteps // r["batch_size"]) * r["batch_size"]
+        last = int(r["rows"][-1]["global_step"]) if r["rows"] else 0
+        (complete if last >= wanted else incomplete).append(r | {"last_step": last, "wanted": wanted})
+    os.makedirs(out_dir, exist_ok=True)
+    tasks = sorted({r["env_id"] for r in complete})
+    variants = sorted({r["variant"] for r in complete}, key=lambda v: (v != baseline, v))
+    scores = {(t, v): np.array([float(r["rows"][-1]["return_last100"]) for r in complete if r["env_id"] == t and r["variant"] == v])
+              for t in tasks for v in variants}
+
+    lines = [f"# {os.path.basename(os.path.normpath(exp_root))}: {total_timesteps:,} steps per run", "",
+             "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
+             f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).", ""]
+    header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + (f" P(variant > {baseline}) [95% CI] |" if baseline else "")
+    header += "".join(f" @{s // 1000}k |" for s in CHECKPOINTS) + " wall min | steps/s |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for t in tasks:
+        for v in variants:
+            s = scores[(t, v)]
+            if len(s) == 0:
+                continue
+            group = [r for r in complete if r["env_id"] == t and r["variant"] == v]
+            ci = bootstrap_ci([s], iqm, reps)
+            row = f"| {t} | {v} | {len(s)} | {s.mean():.0f} ± {s.std(ddof=1) if len(s) > 1 else 0:.0f} | {iqm(s):.0f} [{ci[0]:.0f}, {ci[1]:.0f}] |"
+            if baseline:
+                base = scores.get((t, baseline), np.array([]))
+                if v == baseline or len(base) == 0:
+                    row += " – |"
+                else:
+                    lo, hi = bootstrap_ci([s, base], probability_of_improvement, reps)
+                    row += f" {probability_of_improvement(s, base):.2f} [{lo:.2f}, {hi:.2f}] |"
+            for step in CHECKPOINTS:
+                at = [score_at(r["rows"], step) for r in group if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])]
+                at = [a for a in at if a is not None]
+                row += f" {np.mean(at):.0f} |" if at else " – |"
+            walls = [float(r["rows"][-1]["wall_time"]) for r in group]
+            sps = [int(r["rows"][-1]["global_step"]) / float(r["rows"][-1]["wall_time"]) for r in group]
+            row += f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |"
+            lines.append(row)
+    if baseline and len(tasks) > 1:
+        lines += ["", f"Average probability of improvement over {baseline} across tasks (rliable's aggregate):", ""]
+        for v in variants:
+            if v == baseline or not all(len(scores[(t, v)]) and len(scores[(t, baseline)]) for t in tasks):
+                continue
+            samples = [scores[(t, v)] for t in tasks] + [scores[(t, baseline)] for t in tasks]
+            k = len(tasks)
+
+            def avg_poi(*s):
+                return float(np.mean([probability_of_improvement(s[i], s[k + i]) for i in range(k)]))
+
+            lo, hi = bootstrap_ci(samples, avg_poi, reps)
+            lines.append(f"- {v}: {avg_poi(*samples):.2f} [{lo:.2f}, {hi:.2f}]")
+    if incomplete:
+        lines += ["", "Incomplete runs, left out of every number above:", ""]
+        lines += [f"- {r['dir']}: {r['last_step']:,} of {r['wanted']:,} steps" for r in incomplete]
+    if complete:
+        plot_curves(complete, tasks, variants, total_timesteps, os.path.join(out_dir, "learning_curves.png"), reps)
+        lines += ["", "![learning curves](learning_curves.png)", "",
+                  "Curves: mean over seeds of the last-100-episode return, band = 95% bootstrap CI of the mean."]
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return scores, incomplete
+
+
+def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, total_timesteps, 101)[1:]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    rng = np.random.default_rng(0)
+    warnings.filterwarnings("ignore", "Mean of empty slice|All-NaN slice")  # grid points before a run's first iteration
+    for ax, t in zip(axes[0], tasks):
+        for v in variants:
+            curves = np.array([curve(r["rows"], grid) for r in runs if r["env_id"] == t and r["variant"] == v])
+            if len(curves) == 0:
+                continue
+            mean = np.nanmean(curves, 0)
+            boots = np.array([np.nanmean(curves[rng.integers(0, len(curves), len(curves))], 0) for _ in range(min(reps, 500))])
+            ax.plot(grid, mean, label=f"{v} (n={len(curves)})")
+            ax.fill_between(grid, np.nanquantile(boots, 0.025, 0), np.nanquantile(boots, 0.975, 0), alpha=0.2)
+        ax.set_title(t)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("return (last 100 episodes)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("exp_root", help="an experiment's runs folder, e.g. runs/benchmark/E1")
+    parser.add_argument("out_dir", help="where summary.md and the figures go")
+    parser.add_argument("--total-timesteps", type=int, default=1_000_000, help="steps each run should have reached")
+    parser.add_argument("--baseline", help="variant the others are compared with (probability of improvement)")
+    args = parser.parse_args()
+    if not os.path.isdir(args.exp_root):
+        parser.error(f"{args.exp_root} is not a folder")
+    write_report(args.exp_root, args.out_dir, args.total_timesteps, args.baseline)
+
+
+if __name__ == "__main__":
+    main()

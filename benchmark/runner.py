@@ -1,0 +1,184 @@
+"""Fans out (script x env id x seed x extra flags) over local workers or a Slurm job array, then writes the report.
+
+    python benchmark/runner.py --experiment E1                     # what benchmark/run.sh runs
+    python benchmark/runner.py --experiment E3 --seeds 1 2 3 --total-timesteps 300000 --workers 2
+    python benchmark/runner.py --experiment E1 --dry-run           # print the commands only
+    python benchmark/runner.py --experiment E1 --slurm --slurm-max-running 20   # submit a job array instead
+
+Runs live in <runs-root>/<experiment>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
+--exp-name set to the variant). Finished runs are skipped; a run with a checkpoint that has not reached its steps is
+continued with --resume. A failed run never disappears: the others finish, then each failed command is printed with its
+log path and the runner exits 1.
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = ["Walker2d-v4", "Hopper-v4", "HalfCheetah-v4"]
+
+# experiment -> list of (variant name, script, extra flags), tasks
+EXPERIMENTS = {
+    "E1": ([("ppo", "ppo_continuous", []), ("ppo_wm", "ppo_wm", []), ("ppo_wm_aux", "ppo_wm_aux", ["--alpha", "0.01"])], TASKS),
+    "E2": ([(f"ppo_wm_z{z}", "ppo_wm", ["--z-dim", str(z)]) for z in (16, 32, 64)], ["HalfCheetah-v4"]),
+    "E3": ([(f"ppo_wm_aux_alpha{a}", "ppo_wm_aux", ["--alpha", a]) for a in ("0", "0.01", "0.05")], ["Walker2d-v4"]),
+}
+
+
+def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra):
+    """One dict per run: what to execute and where its outputs go."""
+    variants, default_tasks = EXPERIMENTS[experiment]
+    runs = []
+    for env_id in env_ids or default_tasks:
+        for variant, script, flags in variants:
+            for seed in seeds:
+                runs_dir = os.path.join(runs_root, experiment, variant)
+                base = [python, os.path.join(ROOT, f"{script}.py")]
+                fresh = base + ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps),
+                                "--exp-name", variant, "--runs-dir", runs_dir, *flags, *extra]
+                runs.append({"name": f"{env_id}__{variant}__{seed}", "runs_dir": runs_dir, "env_id": env_id, "variant": variant,
+                             "seed": seed, "fresh": fresh, "base": base, "total_timesteps": total_timesteps, "extra": extra})
+    return runs
+
+
+def run_state(run):
+    """('done' | 'resume' | 'new', run_dir or None), from what is on disk."""
+    dirs = sorted(d for d in glob.glob(os.path.join(run["runs_dir"], f"{run['name']}__*")) if os.path.isfile(os.path.join(d, "checkpoint.pt")))
+    if not dirs:
+        return "new", None
+    run_dir = dirs[-1]
+    with open(os.path.join(run_dir, "config.json")) as f:
+        batch = json.load(f)["batch_size"]
+    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    last_step = int(rows[-1]["global_step"]) if rows else 0
+    return ("done" if last_step >= (run["total_timesteps"] // batch) * batch else "resume"), run_dir
+
+
+def command(run):
+    state, run_dir = run_state(run)
+    if state == "done":
+        return None
+    if state == "resume":
+        return run["base"] + ["--resume", run_dir, "--total-timesteps", str(run["total_timesteps"])]
+    return run["fresh"]
+
+
+def run_local(runs, workers, logs_dir):
+    os.makedirs(logs_dir, exist_ok=True)
+    todo = [(r, command(r)) for r in runs]
+    skipped = sum(cmd is None for _, cmd in todo)
+    todo = [(r, cmd) for r, cmd in todo if cmd is not None]
+    print(f"{len(runs)} runs: {skipped} already finished, {len(todo)} to run on {workers} workers", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    running, failed, done, start, last_report = [], [], skipped, time.time(), 0.0
+    while todo or running:
+        while todo and len(running) < workers:
+            run, cmd = todo.pop(0)
+            log_path = os.path.join(logs_dir, f"{run['name']}.log")
+            log = open(log_path, "a")
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), cmd, log_path, log))
+        time.sleep(0.5)
+        for item in list(running):
+            proc, cmd, log_path, log = item
+            if proc.poll() is not None:
+                running.remove(item)
+                log.close()
+                if proc.returncode == 0:
+                    done += 1
+                else:
+                    failed.append((cmd, log_path, proc.returncode))
+        if time.time() - last_report > 30 or not (todo or running):
+            last_report = time.time()
+            print(f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  failed {len(failed)}  "
+                  f"elapsed {(time.time() - start) / 60:.1f} min", flush=True)
+    for cmd, log_path, rc in failed:
+        print(f"FAILED (exit {rc}): {shlex.join(cmd)}\n  log: {log_path}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def submit_slurm(runs, root, max_running, sbatch_args):
+    """One array task per run; Slurm does the scheduling. Commands are decided (new or --resume) at submission."""
+    cmds = [c for c in (command(r) for r in runs) if c is not None]
+    if not cmds:
+        print("all runs already finished")
+        return 0
+    slurm_dir = os.path.join(root, "slurm")
+    os.makedirs(os.path.join(slurm_dir, "logs"), exist_ok=True)
+    commands_file = os.path.join(slurm_dir, f"commands-{int(time.time())}.txt")
+    with open(commands_file, "w") as f:
+        f.writelines(shlex.join(c) + "\n" for c in cmds)
+    script = os.path.join(slurm_dir, "array.sbatch")
+    with open(script, "w") as f:
+        f.write(f"""#!/bin/bash
+#SBATCH --job-name=lightworld
+#SBATCH --array=1-{len(cmds)}%{max_running}
+#SBATCH --cpus-per-task=1
+#SBATCH --output={slurm_dir}/logs/%A_%a.out
+export OMP_NUM_THREADS=1
+cmd=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {shlex.quote(commands_file)})
+echo "$ $cmd"
+eval "$cmd"
+""")
+    out = subprocess.run(["sbatch", "--parsable", *sbatch_args, script], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"runner.py: error: sbatch failed: {out.stderr.strip()}", file=sys.stderr)
+        return 1
+    print(f"submitted job array {out.stdout.strip()} with {len(cmds)} runs; logs in {slurm_dir}/logs; "
+          f"rerun this command after it finishes to resume failed runs, then --report-only")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="E1")
+    parser.add_argument("--env-ids", nargs="+", help="tasks (default: the experiment's)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--total-timesteps", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
+    parser.add_argument("--runs-root", default=os.path.join(ROOT, "runs", "benchmark"))
+    parser.add_argument("--results-dir", default=os.path.join(ROOT, "benchmark", "results"))
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--extra", default="", help="extra flags for every run, e.g. '--num-envs 8'")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--slurm", action="store_true", help="submit a Slurm job array instead of running locally")
+    parser.add_argument("--slurm-max-running", type=int, default=50, help="array concurrency limit (%%N)")
+    parser.add_argument("--sbatch-args", default="", help="extra sbatch arguments, e.g. '--partition=cpu --time=2:00:00'")
+    parser.add_argument("--report-only", action="store_true", help="only write the report of existing runs")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.total_timesteps < 1 or not args.seeds:
+        parser.error("--workers and --total-timesteps must be positive and --seeds non-empty")
+
+    extra = args.extra.split()
+    if args.workers >= (os.cpu_count() or 1) and "--num-env-threads" not in extra:
+        extra += ["--num-env-threads", "1"]  # one core per run when runs fill the machine (results do not change)
+    runs = plan(args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra)
+    exp_root = os.path.join(args.runs_root, args.experiment)
+    if args.dry_run:
+        for r in runs:
+            cmd = command(r)
+            print(f"# {r['name']}: finished" if cmd is None else shlex.join(cmd))
+        return 0
+    if args.slurm:
+        return submit_slurm(runs, exp_root, args.slurm_max_running, shlex.split(args.sbatch_args))
+    rc = 0 if args.report_only else run_local(runs, args.workers, os.path.join(exp_root, "logs"))
+    if not args.no_report:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import report
+
+        report.write_report(exp_root, os.path.join(args.results_dir, args.experiment), args.total_timesteps,
+                            baseline=EXPERIMENTS[args.experiment][0][0][0])
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Throughput and memory of the three scripts against the raw physics rate, measured side by side in one session.
+
+    python benchmark/speed.py                       # Walker2d-v4, 200k steps per script, default flags
+    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --out benchmark/results/speed.md
+
+Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before and after
+the scripts so drift on a shared machine shows. Each script runs as its own process with default flags; its rate is
+the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
+and its peak memory is the process's maximum resident set size.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["ppo_continuous", "ppo_wm", "ppo_wm_aux"]
+
+RAW = """
+import sys, time, warnings
+warnings.filterwarnings("ignore")
+import gymnasium as gym
+env_id, num_envs, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)])
+envs.reset(seed=0)
+envs.action_space.seed(0)
+for _ in range(100):
+    envs.step(envs.action_space.sample())
+steps, start = 0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    envs.step(envs.action_space.sample())
+    steps += num_envs
+print(steps / (time.perf_counter() - start))
+"""
+
+
+def run(cmd):
+    """Runs a command; returns (stdout, wall seconds, peak RSS in MB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"speed.py: error: {' '.join(cmd)} failed:\n{err[-2000:]}")
+    return out, wall, usage.ru_maxrss / 1024
+
+
+def raw_rate(env_id, num_envs, seconds):
+    out, _, _ = run([sys.executable, "-c", RAW, env_id, str(num_envs), str(seconds)])
+    return float(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-id", default="Walker2d-v4")
+    parser.add_argument("--steps", type=int, default=200_000, help="training steps per script")
+    parser.add_argument("--raw-seconds", type=float, default=15.0, help="seconds of each raw-physics measurement")
+    parser.add_argument("--raw-num-envs", type=int, default=16)
+    parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS)
+    parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
+    parser.add_argument("--out", help="also write the table as Markdown to this file")
+    args = parser.parse_args()
+
+    raw_before = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
+    results = {}
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for name in args.scripts:
+            cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
+                   "--status-interval", "1e9", *args.extra.split()]
+            _, wall, rss = run(cmd)
+            results[name] = (args.steps / wall, rss, wall)
+    raw_after = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
+    raw = (raw_before + raw_after) / 2
+
+    base = results.get("ppo_continuous", (None,))[0]
+    lines = [
+        f"speed of {args.env_id}, {args.steps:,} training steps per script, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores"
+        + (f", extra flags `{args.extra}`" if args.extra else ""),
+        "",
+        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process): {raw_before:,.0f} steps/s before, "
+        f"{raw_after:,.0f} after, mean {raw:,.0f}",
+        "",
+        "| script | steps/s (whole process) | x raw physics | x ppo_continuous | peak RSS MB | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (sps, rss, wall) in results.items():
+        rel = f"{sps / base:.2f}" if base else "n/a"
+        lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {rss:.0f} | {wall:.1f} |")
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The multi-seed runner (fan-out, skip, resume, failure reporting) and the report's statistics."""
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmark"))
+import report  # noqa: E402
+import runner  # noqa: E402
+
+TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0 --status-interval 1000"
+
+
+def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
+    common = ["--experiment", "E3", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "--workers", "2", "--extra", TINY_EXTRA,
+              "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    assert runner.main([*common, "--total-timesteps", "256"]) == 0
+    runs = sorted((tmp_path / "runs" / "E3").glob("*/*/progress.csv"))
+    assert len(runs) == 6  # 3 alphas x 2 seeds
+    assert {p.parent.parent.name for p in runs} == {"ppo_wm_aux_alpha0", "ppo_wm_aux_alpha0.01", "ppo_wm_aux_alpha0.05"}
+    for p in runs:
+        config = json.loads((p.parent / "config.json").read_text())
+        assert config["exp_name"] == p.parent.parent.name and config["alpha"] == float(p.parent.parent.name.split("alpha")[1])
+        assert len(list(csv.DictReader(open(p)))) == 2
+    summary = (tmp_path / "results" / "E3" / "summary.md").read_text()
+    assert "| Hopper-v4 | ppo_wm_aux_alpha0 | 2 |" in summary and (tmp_path / "results" / "E3" / "learning_curves.png").exists()
+    capsys.readouterr()
+
+    # everything finished: nothing runs again
+    assert runner.main([*common, "--total-timesteps", "256", "--no-report"]) == 0
+    assert "6 already finished, 0 to run" in capsys.readouterr().out
+
+    # more steps: every run continues in place with --resume; one run's checkpoint is corrupt and must fail loudly
+    broken = runs[0].parent / "checkpoint.pt"
+    broken.write_bytes(b"corrupt")
+    assert runner.main([*common, "--total-timesteps", "384", "--no-report"]) == 1
+    out, err = capsys.readouterr()
+    assert "done 5/6" in out and "failed 1" in out
+    assert err.count("FAILED (exit 2)") == 1 and f"--resume {runs[0].parent}" in err and "log: " in err
+    assert sorted(p.parent for p in (tmp_path / "runs" / "E3").glob("*/*/progress.csv")) == sorted(p.parent for p in runs)  # no new dirs
+    for p in runs[1:]:
+        assert [int(r["global_step"]) for r in csv.DictReader(open(p))] == [128, 256, 384]
+    log = (tmp_path / "runs" / "E3" / "logs" / f"{runs[0].parent.name.rsplit('__', 1)[0]}.log").read_text()
+    assert "truncated or corrupt" in log
+
+
+def test_dry_run_prints_commands_without_running(tmp_path, capsys):
+    assert runner.main(["--experiment", "E1", "--dry-run", "--seeds", "1", "2", "--runs-root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 * 3 * 2
+    assert sum("ppo_wm_aux.py" in line and "--alpha 0.01" in line for line in lines) == 6
+    assert not any(tmp_path.iterdir())
+
+
+def test_iqm_and_probability_of_improvement_known_answers():
+    assert report.iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)
+    assert report.iqm([100, 1, 2, 3]) == pytest.approx(2.5)  # outliers do not move it
+    assert report.probability_of_improvement([2, 3], [1, 1]) == 1.0
+    assert report.probability_of_improvement([1, 2], [1, 2]) == 0.5
+    assert report.probability_of_improvement([0, 3], [1, 2]) == 0.5
+
+
+def test_bootstrap_ci_covers_the_truth_at_about_95_percent():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for i in range(100):
+        lo, hi = report.bootstrap_ci([rng.normal(10.0, 2.0, size=30)], np.mean, reps=300, seed=i)
+        hits += lo <= 10.0 <= hi
+    assert 85 <= hits <= 100
+
+
+def make_run(root, variant, env_id, seed, finals, steps=1_000_000, batch=2048):
+    run_dir = root / variant / f"{env_id}__{variant}__{seed}__0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"exp_name": variant, "env_id": env_id, "seed": seed, "batch_size": batch}))
+    grid = list(range(batch, steps + 1, batch))
+    with open(run_dir / "progress.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["global_step", "return_last100", "wall_time"])
+        w.writeheader()
+        for s in grid:
+            w.writerow({"global_step": s, "return_last100": finals * s / grid[-1], "wall_time": s / 5000})
+
+
+def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
+    rng = np.random.default_rng(0)
+    for task in ("TaskA-v0", "TaskB-v0"):
+        base = rng.normal(1000, 50, size=8)
+        for seed, b in enumerate(base):
+            make_run(tmp_path, "ppo", task, seed, b)
+            make_run(tmp_path, "ppo_shifted", task, seed, b + 500)  # a known improvement of 500
+            make_run(tmp_path, "ppo_same", task, seed, b)
+    make_run(tmp_path, "ppo", "TaskA-v0", 99, 5000, steps=400_000)  # stopped short: must be flagged, not mixed in
+    scores, incomplete = report.write_report(str(tmp_path), str(tmp_path / "out"), 1_000_000, baseline="ppo", reps=500)
+    assert [r["seed"] for r in incomplete] == [99]
+    for task in ("TaskA-v0", "TaskB-v0"):
+        assert len(scores[(task, "ppo")]) == 8
+        assert scores[(task, "ppo_shifted")].mean() - scores[(task, "ppo")].mean() == pytest.approx(500, abs=1e-6)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- ppo_shifted: 1.00 [1.00, 1.00]" in summary
+    same = [line for line in summary.splitlines() if line.startswith("- ppo_same:")][0]
+    lo, hi = map(float, same.split("[")[1].rstrip("]").split(", "))
+    assert lo < 0.5 < hi  # identical variants: no significant difference
+    assert "TaskA-v0__ppo__99__0: 399,360 of 999,424 steps" in summary
+    row = [line for line in summary.splitlines() if line.startswith("| TaskA-v0 | ppo_shifted |")][0]
+    assert row.split("|")[4].strip().startswith(f"{scores[('TaskA-v0', 'ppo_shifted')].mean():.0f} ±")
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
