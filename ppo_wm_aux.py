@@ -96,7 +96,7 @@ class Args:
     alpha: float = 0.01
     """weight of the intrinsic (curiosity) reward; 0 reproduces ppo_wm.py exactly"""
 
-    eval_interval: int = 25
+    eval_interval: int = 50
     """evaluate the deterministic policy every this many iterations (and at the end); 0 disables"""
     eval_episodes: int = 5
     """episodes per evaluation (also for --eval-checkpoint)"""
@@ -273,9 +273,11 @@ class Agent(nn.Module):
         return (-0.5 * ((action - mean) / self.actor_logstd.exp()) ** 2 - self.actor_logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def act(self, x):
-        mean = self.actor_mean(x)
-        action = mean + self.actor_logstd.exp() * torch.randn_like(mean)
-        return action, self.log_prob(action, mean), self.get_value(x)
+        noise = torch.randn_like(self.actor_logstd.expand(x.shape[0], -1))
+        action = self.actor_mean(x) + self.actor_logstd.exp() * noise
+        # log_prob(action) written with the noise, (action - mean) / std, that drew it
+        logprob = (-0.5 * noise**2 - self.actor_logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return action, logprob, self.get_value(x)
 
     def evaluate(self, x, action):
         entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.actor_logstd).sum(-1).expand(x.shape[0])
@@ -567,8 +569,10 @@ def train(args, argv):
 
             rewards[step] = torch.from_numpy(normalizer.reward(raw_reward, done)).to(device)
             next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
-            # true next observation of each transition, normalized with the same statistics as the obs after it
-            next_obs_buf[step] = torch.from_numpy(normalizer.obs(raw_next_obs, update=False)).to(device)
+            # true next observation of each transition (the final obs where an episode ended), same statistics
+            next_obs_buf[step] = next_obs
+            if done.any():
+                next_obs_buf[step, done] = torch.from_numpy(normalizer.obs(raw_next_obs[done], update=False)).to(device)
             terminations[step] = torch.from_numpy(term).to(device)
             dones[step] = torch.from_numpy(done).to(device)
         counters["global_step"] += args.batch_size

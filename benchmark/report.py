@@ -1,6 +1,6 @@
 """Turns run directories into a Markdown summary and PNG figures (rliable's statistics: Agarwal et al. 2021).
 
-    python benchmark/report.py runs/benchmark/E1 benchmark/results/E1 --total-timesteps 1000000
+    python benchmark/report.py benchmark/results/E1 runs/benchmark/ppo runs/benchmark/ppo_wm runs/benchmark/ppo_wm_aux
 
 Score of a run: mean raw return of its last 100 training episodes (`return_last100` of the last progress.csv row).
 Per task and variant: mean +- std over seeds, interquartile mean (IQM) with a 95% stratified-bootstrap confidence
@@ -42,9 +42,9 @@ def bootstrap_ci(samples, statistic, reps=2000, seed=0, alpha=0.05):
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
-def load_runs(exp_root):
+def load_runs(variant_dirs):
     runs = []
-    for config_path in sorted(glob.glob(os.path.join(exp_root, "*", "*", "config.json"))):
+    for config_path in sorted(p for d in variant_dirs for p in glob.glob(os.path.join(d, "*", "config.json"))):
         run_dir = os.path.dirname(config_path)
         with open(config_path) as f:
             config = json.load(f)
@@ -70,8 +70,9 @@ def curve(rows, grid):
     return np.interp(grid, steps, values, left=np.nan, right=np.nan)
 
 
-def write_report(exp_root, out_dir, total_timesteps, baseline=None, reps=2000):
-    runs = load_runs(exp_root)
+def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=2000, title=None, env_ids=None, seeds=None):
+    """variant_dirs: folders of runs, one per variant; env_ids and seeds, when given, select the runs."""
+    runs = [r for r in load_runs(variant_dirs) if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)]
     complete, incomplete = [], []
     for r in runs:
         wanted = (total_timesteps // r["batch_size"]) * r["batch_size"]
@@ -83,7 +84,7 @@ def write_report(exp_root, out_dir, total_timesteps, baseline=None, reps=2000):
     scores = {(t, v): np.array([float(r["rows"][-1]["return_last100"]) for r in complete if r["env_id"] == t and r["variant"] == v])
               for t in tasks for v in variants}
 
-    lines = [f"# {os.path.basename(os.path.normpath(exp_root))}: {total_timesteps:,} steps per run", "",
+    lines = [f"# {title or os.path.basename(os.path.normpath(out_dir))}: {total_timesteps:,} steps per run", "",
              "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
              f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).", ""]
     header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + (f" P(variant > {baseline}) [95% CI] |" if baseline else "")
@@ -169,14 +170,15 @@ def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("exp_root", help="an experiment's runs folder, e.g. runs/benchmark/E1")
     parser.add_argument("out_dir", help="where summary.md and the figures go")
+    parser.add_argument("variant_dirs", nargs="+", help="one folder of runs per variant, e.g. runs/benchmark/ppo")
     parser.add_argument("--total-timesteps", type=int, default=1_000_000, help="steps each run should have reached")
-    parser.add_argument("--baseline", help="variant the others are compared with (probability of improvement)")
+    parser.add_argument("--baseline", help="variant the others are compared with (default: the first folder's)")
     args = parser.parse_args()
-    if not os.path.isdir(args.exp_root):
-        parser.error(f"{args.exp_root} is not a folder")
-    write_report(args.exp_root, args.out_dir, args.total_timesteps, args.baseline)
+    for d in args.variant_dirs:
+        if not os.path.isdir(d):
+            parser.error(f"{d} is not a folder")
+    write_report(args.variant_dirs, args.out_dir, args.total_timesteps, args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])))
 
 
 if __name__ == "__main__":

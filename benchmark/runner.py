@@ -5,8 +5,9 @@
     python benchmark/runner.py --experiment E1 --dry-run           # print the commands only
     python benchmark/runner.py --experiment E1 --slurm --slurm-max-running 20   # submit a job array instead
 
-Runs live in <runs-root>/<experiment>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
---exp-name set to the variant). Finished runs are skipped; a run with a checkpoint that has not reached its steps is
+Runs live in one pool, <runs-root>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
+--exp-name set to the variant), so experiments share runs of the same configuration: E2's z_dim 32 and E3's alpha 0.01
+are E1's ppo_wm and ppo_wm_aux runs. Finished runs are skipped; a run with a checkpoint that has not reached its steps is
 continued with --resume. A failed run never disappears: the others finish, then each failed command is printed with its
 log path and the runner exits 1.
 """
@@ -23,11 +24,21 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ["Walker2d-v4", "Hopper-v4", "HalfCheetah-v4"]
 
-# experiment -> list of (variant name, script, extra flags), tasks
+# variant -> (script, flags); the defaults are z_dim 32 and, for E1, alpha 0.01
+VARIANTS = {
+    "ppo": ("ppo_continuous", []),
+    "ppo_wm": ("ppo_wm", []),
+    "ppo_wm_aux": ("ppo_wm_aux", ["--alpha", "0.01"]),
+    "ppo_wm_z16": ("ppo_wm", ["--z-dim", "16"]),
+    "ppo_wm_z64": ("ppo_wm", ["--z-dim", "64"]),
+    "ppo_wm_aux_alpha0": ("ppo_wm_aux", ["--alpha", "0"]),
+    "ppo_wm_aux_alpha0.05": ("ppo_wm_aux", ["--alpha", "0.05"]),
+}
+# experiment -> (variants, default tasks); the first variant is the baseline of the report
 EXPERIMENTS = {
-    "E1": ([("ppo", "ppo_continuous", []), ("ppo_wm", "ppo_wm", []), ("ppo_wm_aux", "ppo_wm_aux", ["--alpha", "0.01"])], TASKS),
-    "E2": ([(f"ppo_wm_z{z}", "ppo_wm", ["--z-dim", str(z)]) for z in (16, 32, 64)], ["HalfCheetah-v4"]),
-    "E3": ([(f"ppo_wm_aux_alpha{a}", "ppo_wm_aux", ["--alpha", a]) for a in ("0", "0.01", "0.05")], ["Walker2d-v4"]),
+    "E1": (["ppo", "ppo_wm", "ppo_wm_aux"], TASKS),
+    "E2": (["ppo_wm", "ppo_wm_z16", "ppo_wm_z64"], ["HalfCheetah-v4"]),  # ppo_wm is z_dim 32
+    "E3": (["ppo_wm_aux_alpha0", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"], ["Walker2d-v4"]),  # ppo_wm_aux is alpha 0.01
 }
 
 
@@ -35,10 +46,11 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra):
     """One dict per run: what to execute and where its outputs go."""
     variants, default_tasks = EXPERIMENTS[experiment]
     runs = []
-    for env_id in env_ids or default_tasks:
-        for variant, script, flags in variants:
-            for seed in seeds:
-                runs_dir = os.path.join(runs_root, experiment, variant)
+    for seed in seeds:  # seed-major: a budget cut short still leaves every configuration with the same seeds
+        for env_id in env_ids or default_tasks:
+            for variant in variants:
+                script, flags = VARIANTS[variant]
+                runs_dir = os.path.join(runs_root, variant)
                 base = [python, os.path.join(ROOT, f"{script}.py")]
                 fresh = base + ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps),
                                 "--exp-name", variant, "--runs-dir", runs_dir, *flags, *extra]
@@ -144,7 +156,7 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--total-timesteps", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
-    parser.add_argument("--runs-root", default=os.path.join(ROOT, "runs", "benchmark"))
+    parser.add_argument("--runs-root", default=os.path.join(ROOT, "runs", "benchmark"), help="the pool of runs of all experiments")
     parser.add_argument("--results-dir", default=os.path.join(ROOT, "benchmark", "results"))
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--extra", default="", help="extra flags for every run, e.g. '--num-envs 8'")
@@ -162,21 +174,22 @@ def main(argv=None):
     if args.workers >= (os.cpu_count() or 1) and "--num-env-threads" not in extra:
         extra += ["--num-env-threads", "1"]  # one core per run when runs fill the machine (results do not change)
     runs = plan(args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra)
-    exp_root = os.path.join(args.runs_root, args.experiment)
+    variants = EXPERIMENTS[args.experiment][0]
     if args.dry_run:
         for r in runs:
             cmd = command(r)
             print(f"# {r['name']}: finished" if cmd is None else shlex.join(cmd))
         return 0
     if args.slurm:
-        return submit_slurm(runs, exp_root, args.slurm_max_running, shlex.split(args.sbatch_args))
-    rc = 0 if args.report_only else run_local(runs, args.workers, os.path.join(exp_root, "logs"))
+        return submit_slurm(runs, os.path.join(args.runs_root, f"slurm-{args.experiment}"), args.slurm_max_running, shlex.split(args.sbatch_args))
+    rc = 0 if args.report_only else run_local(runs, args.workers, os.path.join(args.runs_root, "logs"))
     if not args.no_report:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import report
 
-        report.write_report(exp_root, os.path.join(args.results_dir, args.experiment), args.total_timesteps,
-                            baseline=EXPERIMENTS[args.experiment][0][0][0])
+        report.write_report([os.path.join(args.runs_root, v) for v in variants], os.path.join(args.results_dir, args.experiment),
+                            args.total_timesteps, baseline=variants[0], title=args.experiment, env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
+                            seeds=args.seeds)
     return rc
 
 

@@ -19,12 +19,13 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     common = ["--experiment", "E3", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "--workers", "2", "--extra", TINY_EXTRA,
               "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
     assert runner.main([*common, "--total-timesteps", "256"]) == 0
-    runs = sorted((tmp_path / "runs" / "E3").glob("*/*/progress.csv"))
+    runs = sorted((tmp_path / "runs").glob("*/*/progress.csv"))
     assert len(runs) == 6  # 3 alphas x 2 seeds
-    assert {p.parent.parent.name for p in runs} == {"ppo_wm_aux_alpha0", "ppo_wm_aux_alpha0.01", "ppo_wm_aux_alpha0.05"}
+    assert {p.parent.parent.name for p in runs} == {"ppo_wm_aux_alpha0", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"}
     for p in runs:
         config = json.loads((p.parent / "config.json").read_text())
-        assert config["exp_name"] == p.parent.parent.name and config["alpha"] == float(p.parent.parent.name.split("alpha")[1])
+        assert config["exp_name"] == p.parent.parent.name
+        assert config["alpha"] == {"ppo_wm_aux_alpha0": 0.0, "ppo_wm_aux": 0.01, "ppo_wm_aux_alpha0.05": 0.05}[config["exp_name"]]
         assert len(list(csv.DictReader(open(p)))) == 2
     summary = (tmp_path / "results" / "E3" / "summary.md").read_text()
     assert "| Hopper-v4 | ppo_wm_aux_alpha0 | 2 |" in summary and (tmp_path / "results" / "E3" / "learning_curves.png").exists()
@@ -41,10 +42,10 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "done 5/6" in out and "failed 1" in out
     assert err.count("FAILED (exit 2)") == 1 and f"--resume {runs[0].parent}" in err and "log: " in err
-    assert sorted(p.parent for p in (tmp_path / "runs" / "E3").glob("*/*/progress.csv")) == sorted(p.parent for p in runs)  # no new dirs
+    assert sorted(p.parent for p in (tmp_path / "runs").glob("*/*/progress.csv")) == sorted(p.parent for p in runs)  # no new dirs
     for p in runs[1:]:
         assert [int(r["global_step"]) for r in csv.DictReader(open(p))] == [128, 256, 384]
-    log = (tmp_path / "runs" / "E3" / "logs" / f"{runs[0].parent.name.rsplit('__', 1)[0]}.log").read_text()
+    log = (tmp_path / "runs" / "logs" / f"{runs[0].parent.name.rsplit('__', 1)[0]}.log").read_text()
     assert "truncated or corrupt" in log
 
 
@@ -94,7 +95,8 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
             make_run(tmp_path, "ppo_shifted", task, seed, b + 500)  # a known improvement of 500
             make_run(tmp_path, "ppo_same", task, seed, b)
     make_run(tmp_path, "ppo", "TaskA-v0", 99, 5000, steps=400_000)  # stopped short: must be flagged, not mixed in
-    scores, incomplete = report.write_report(str(tmp_path), str(tmp_path / "out"), 1_000_000, baseline="ppo", reps=500)
+    dirs = [str(tmp_path / v) for v in ("ppo", "ppo_shifted", "ppo_same")]
+    scores, incomplete = report.write_report(dirs, str(tmp_path / "out"), 1_000_000, baseline="ppo", reps=500)
     assert [r["seed"] for r in incomplete] == [99]
     for task in ("TaskA-v0", "TaskB-v0"):
         assert len(scores[(task, "ppo")]) == 8
