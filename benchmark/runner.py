@@ -117,13 +117,12 @@ def run_local(runs, workers, logs_dir):
     return 1 if failed else 0
 
 
-def submit_slurm(runs, root, max_running, sbatch_args):
+def submit_slurm(runs, slurm_dir, max_running, sbatch_args):
     """One array task per run; Slurm does the scheduling. Commands are decided (new or --resume) at submission."""
     cmds = [c for c in (command(r) for r in runs) if c is not None]
     if not cmds:
         print("all runs already finished")
         return 0
-    slurm_dir = os.path.join(root, "slurm")
     os.makedirs(os.path.join(slurm_dir, "logs"), exist_ok=True)
     commands_file = os.path.join(slurm_dir, f"commands-{int(time.time())}.txt")
     with open(commands_file, "w") as f:
