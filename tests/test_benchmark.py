@@ -110,3 +110,28 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     row = [line for line in summary.splitlines() if line.startswith("| TaskA-v0 | ppo_shifted |")][0]
     assert row.split("|")[4].strip().startswith(f"{scores[('TaskA-v0', 'ppo_shifted')].mean():.0f} ±")
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_experiments_share_runs_of_identical_configurations(tmp_path, capsys):
+    def commands(exp):
+        assert runner.main(["--experiment", exp, "--dry-run", "--seeds", "1", "--runs-root", str(tmp_path)]) == 0
+        return capsys.readouterr().out.strip().splitlines()
+
+    e1, e2, e3 = commands("E1"), commands("E2"), commands("E3")
+    assert [c for c in e2 if "--exp-name ppo_wm " in c] == [c for c in e1 if "HalfCheetah" in c and "--exp-name ppo_wm " in c]
+    assert [c for c in e3 if "--exp-name ppo_wm_aux " in c] == [c for c in e1 if "Walker2d" in c and "--exp-name ppo_wm_aux " in c]
+    assert sum("--z-dim" in c for c in e2) == 2 and sum("--alpha 0.05" in c for c in e3) == 1
+
+
+def test_latent_viz_gait_phase_and_decodability():
+    import latent_viz
+
+    t = np.arange(400)
+    obs = np.zeros((400, 17))
+    obs[:, 2] = np.sin(0.2 * t)  # first thigh angle
+    obs[:, 8 + 3] = np.cos(0.2 * t)  # its velocity (Walker2d: 8 qpos in the observation)
+    phase = latent_viz.gait_phase(obs)
+    steps = np.diff(np.unwrap(phase))
+    assert abs(abs(steps.mean()) - 0.2) < 0.01 and steps.std() < 0.02  # a pure oscillation: the phase turns at 0.2 rad/step
+    assert latent_viz.linear_r2(np.stack([np.cos(phase), np.sin(phase)], 1), phase) > 0.99
+    assert latent_viz.linear_r2(np.random.default_rng(0).normal(size=(400, 4)), phase) < 0.1
