@@ -21,14 +21,14 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     assert runner.main([*common, "--total-timesteps", "256"]) == 0
     runs = sorted((tmp_path / "runs").glob("*/*/progress.csv"))
     assert len(runs) == 6  # 3 alphas x 2 seeds
-    assert {p.parent.parent.name for p in runs} == {"ppo_wm_aux_alpha0", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"}
+    assert {p.parent.parent.name for p in runs} == {"ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"}
     for p in runs:
         config = json.loads((p.parent / "config.json").read_text())
         assert config["exp_name"] == p.parent.parent.name
-        assert config["alpha"] == {"ppo_wm_aux_alpha0": 0.0, "ppo_wm_aux": 0.01, "ppo_wm_aux_alpha0.05": 0.05}[config["exp_name"]]
+        assert config.get("alpha", 0.0) == {"ppo_wm": 0.0, "ppo_wm_aux": 0.01, "ppo_wm_aux_alpha0.05": 0.05}[config["exp_name"]]
         assert len(list(csv.DictReader(open(p)))) == 2
     summary = (tmp_path / "results" / "E3" / "summary.md").read_text()
-    assert "| Hopper-v4 | ppo_wm_aux_alpha0 | 2 |" in summary and (tmp_path / "results" / "E3" / "learning_curves.png").exists()
+    assert "| Hopper-v4 | ppo_wm | 2 |" in summary and "| Hopper-v4 | ppo_wm_aux_alpha0.05 | 2 |" in summary and (tmp_path / "results" / "E3" / "learning_curves.png").exists()
     capsys.readouterr()
 
     # everything finished: nothing runs again
@@ -119,7 +119,8 @@ def test_experiments_share_runs_of_identical_configurations(tmp_path, capsys):
 
     e1, e2, e3 = commands("E1"), commands("E2"), commands("E3")
     assert [c for c in e2 if "--exp-name ppo_wm " in c] == [c for c in e1 if "HalfCheetah" in c and "--exp-name ppo_wm " in c]
-    assert [c for c in e3 if "--exp-name ppo_wm_aux " in c] == [c for c in e1 if "Walker2d" in c and "--exp-name ppo_wm_aux " in c]
+    for variant in ("ppo_wm", "ppo_wm_aux"):
+        assert [c for c in e3 if f"--exp-name {variant} " in c] == [c for c in e1 if "Walker2d" in c and f"--exp-name {variant} " in c]
     assert sum("--z-dim" in c for c in e2) == 2 and sum("--alpha 0.05" in c for c in e3) == 1
 
 
