@@ -64,13 +64,28 @@ def score_at(rows, step):
     return float(before[-1]["return_last100"]) if before else None
 
 
+def time_to_score(group, threshold):
+    """First global step at which the mean over seeds of return_last100 reaches threshold, and the mean wall time
+    (seconds) of the seeds at that step; (None, None) if it never does. Runs share their iteration grid."""
+    by_step = {}
+    for r in group:
+        for row in r["rows"]:
+            by_step.setdefault(int(row["global_step"]), []).append((float(row["return_last100"]), float(row["wall_time"])))
+    for step in sorted(by_step):
+        values = by_step[step]
+        if len(values) == len(group) and np.mean([v for v, _ in values]) >= threshold:
+            return step, float(np.mean([w for _, w in values]))
+    return None, None
+
+
 def curve(rows, grid):
     steps = np.array([int(r["global_step"]) for r in rows])
     values = np.array([float(r["return_last100"]) for r in rows])
     return np.interp(grid, steps, values, left=np.nan, right=np.nan)
 
 
-def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=2000, title=None, env_ids=None, seeds=None):
+def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=2000, title=None, env_ids=None, seeds=None,
+                 threshold=2000):
     """variant_dirs: folders of runs, one per variant; env_ids and seeds, when given, select the runs."""
     runs = [r for r in load_runs(variant_dirs) if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)]
     complete, incomplete = [], []
@@ -88,7 +103,7 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
              "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
              f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).", ""]
     header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + (f" P(variant > {baseline}) [95% CI] |" if baseline else "")
-    header += "".join(f" @{s // 1000}k |" for s in CHECKPOINTS) + " wall min | steps/s |"
+    header += "".join(f" @{s // 1000}k |" for s in CHECKPOINTS) + f" mean passes {threshold}: step (wall min) | wall min | steps/s |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for t in tasks:
         for v in variants:
@@ -109,6 +124,8 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
                 at = [score_at(r["rows"], step) for r in group if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])]
                 at = [a for a in at if a is not None]
                 row += f" {np.mean(at):.0f} |" if at else " – |"
+            step, wall = time_to_score(group, threshold)
+            row += f" {step:,} ({wall / 60:.1f}) |" if step else " never |"
             walls = [float(r["rows"][-1]["wall_time"]) for r in group]
             sps = [int(r["rows"][-1]["global_step"]) / float(r["rows"][-1]["wall_time"]) for r in group]
             row += f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |"

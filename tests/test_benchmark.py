@@ -110,6 +110,12 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     row = [line for line in summary.splitlines() if line.startswith("| TaskA-v0 | ppo_shifted |")][0]
     assert row.split("|")[4].strip().startswith(f"{scores[('TaskA-v0', 'ppo_shifted')].mean():.0f} ±")
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
+    # time to score: every synthetic curve is linear in steps, so the seed mean passes 500 at 500 / mean(final) of the run
+    group = [r for r in report.load_runs(dirs) if r["env_id"] == "TaskA-v0" and r["variant"] == "ppo" and r["seed"] != 99]
+    step, wall = report.time_to_score(group, 500)
+    expected = 500 / scores[("TaskA-v0", "ppo")].mean() * 999_424
+    assert expected <= step < expected + 2048 and wall == pytest.approx(step / 5000)
+    assert report.time_to_score(group, 5000) == (None, None)
 
 
 def test_experiments_share_runs_of_identical_configurations(tmp_path, capsys):
