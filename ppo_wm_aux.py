@@ -398,8 +398,8 @@ def save_snapshot(snapshot_dir, t, frame, reward, action, info):
 class ProgressLog:
     """progress.csv (one row per iteration), training_status.log and the console line."""
 
-    def __init__(self, run_dir, columns, resume_step=None):
-        self.path, self.columns = os.path.join(run_dir, "progress.csv"), columns
+    def __init__(self, run_dir, columns, status_interval, resume_step=None):
+        self.path, self.columns, self.status_interval = os.path.join(run_dir, "progress.csv"), columns, status_interval
         if resume_step is not None:  # drop rows logged after the checkpoint, so no step is duplicated
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["global_step"]) <= resume_step]
@@ -514,8 +514,7 @@ def train(args, argv):
                "learning_rate", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "first_ratio_dev",
                "wm_loss", "wm_latent_loss", "wm_obs_loss", "z_effective_rank", "z_std",
                "intrinsic_reward", "intrinsic_reward_scaled"]
-    log = ProgressLog(run_dir, columns, resume_step=counters["global_step"] if ckpt else None)
-    log.status_interval = args.status_interval
+    log = ProgressLog(run_dir, columns, args.status_interval, resume_step=counters["global_step"] if ckpt else None)
 
     # storage, preallocated once
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim + args.z_dim), device=device)  # policy inputs [obs, z]
