@@ -162,7 +162,9 @@ def check_args(args):
 
 
 def make_env(env_id, render=False):
-    return lambda: gym.make(env_id, render_mode="rgb_array" if render else None)
+    if render:  # the MuJoCo tasks' "track" camera follows the agent; the default one loses a good walker after ~100 steps
+        return lambda: gym.make(env_id, render_mode="rgb_array", camera_name="track")
+    return lambda: gym.make(env_id)
 
 
 def make_envs(env_id, num_envs, num_threads):

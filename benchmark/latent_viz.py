@@ -43,7 +43,7 @@ def collect(mod, env_id, agent, encoder, normalizer, episodes, seed, max_steps, 
     obs_all, z_all, t_all, frames = [], [], [], []
     returns = []
     for ep in range(episodes):
-        env = gym.make(env_id, render_mode="rgb_array" if ep == 0 else None, width=240, height=240) if ep == 0 else gym.make(env_id)
+        env = gym.make(env_id, render_mode="rgb_array", camera_name="track", width=240, height=240) if ep == 0 else gym.make(env_id)
         obs, _ = env.reset(seed=seed + ep)
         total = 0.0
         for t in range(max_steps):
@@ -57,7 +57,7 @@ def collect(mod, env_id, agent, encoder, normalizer, episodes, seed, max_steps, 
             if ep == 0 and t >= film_start and (t - film_start) % film_every == 0 and len(frames) < film_frames:
                 frame = env.render()
                 w = frame.shape[1]
-                frames.append(frame[:, w // 4 : 3 * w // 4])  # the camera tracks the torso: keep the middle half
+                frames.append(frame[:, w // 4 : 3 * w // 4])  # the "track" camera follows the agent: keep the middle half
             obs, reward, terminated, truncated, _ = env.step(np.clip(action, env.action_space.low, env.action_space.high))
             total += reward
             if terminated or truncated:
