@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
@@ -488,7 +487,8 @@ def train(args, argv):
     wm_optimizer = torch.optim.Adam(wm_params, lr=args.wm_learning_rate, fused=device.type == "cpu")
     normalizer = Normalizer(single_obs_space.shape, args.num_envs, args.gamma)
     parts = {"agent": agent, "optimizer": optimizer, "encoder": encoder, "dynamics": dynamics, "wm_optimizer": wm_optimizer, "normalizer": normalizer}
-    counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None, "eval_seed": args.seed + 100_000}
+    counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None, "eval_seed": args.seed + 100_000,
+                "recent_returns": []}
     if ckpt is not None:
         counters = restore_state(ckpt, parts)
         if counters["iteration"] >= args.num_iterations:
@@ -534,7 +534,6 @@ def train(args, argv):
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    recent_returns = deque(counters.pop("recent_returns", []), maxlen=100)  # the score: mean of the last 100 episodes
     pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
 
@@ -650,8 +649,8 @@ def train(args, argv):
         counters["iteration"] = iteration
         counters["wall_time"] = start_wall + time.time() - start_time
         sps = int((global_step - start_step) / (time.time() - start_time))
-        recent_returns.extend(finished_returns)
-        counters["recent_returns"] = list(recent_returns)
+        counters["recent_returns"] = (counters["recent_returns"] + finished_returns)[-100:]  # the score: their mean
+        return_last100 = float(np.mean(counters["recent_returns"])) if counters["recent_returns"] else None
         for r, length in zip(finished_returns, finished_lengths):
             writer.add_scalar("charts/episodic_return", r, global_step)
             writer.add_scalar("charts/episodic_length", length, global_step)
@@ -691,7 +690,7 @@ def train(args, argv):
             "global_step": global_step, "iteration": iteration,
             "episodic_return": float(np.mean(finished_returns)) if finished_returns else None,
             "episodic_length": float(np.mean(finished_lengths)) if finished_lengths else None,
-            "episodes": len(finished_returns), "return_last100": float(np.mean(recent_returns)) if recent_returns else None,
+            "episodes": len(finished_returns), "return_last100": return_last100,
             "eval_return": eval_return, "sps": sps, "wall_time": round(counters["wall_time"], 3),
             "learning_rate": optimizer.param_groups[0]["lr"], "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "clipfrac": torch.stack(clipfracs).mean().item(),
@@ -699,9 +698,8 @@ def train(args, argv):
             "wm_loss": wm_loss.item(), "wm_latent_loss": wm_latent_loss.item(), "wm_obs_loss": wm_obs_loss.item(),
             "z_effective_rank": z_effective_rank, "z_std": z_std,
         })
-        recent = float(np.mean(recent_returns)) if recent_returns else None
         log.console(
-            f"step {global_step:,}/{args.num_iterations * args.batch_size:,} | return(100) {fmt(recent)} | best eval "
+            f"step {global_step:,}/{args.num_iterations * args.batch_size:,} | return(100) {fmt(return_last100)} | best eval "
             f"{fmt(counters['best_eval_return'])} | lr {optimizer.param_groups[0]['lr']:.2e} | {sps:,} sps",
             iteration / args.num_iterations, final=last_iteration,
         )

@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
@@ -495,7 +494,8 @@ def train(args, argv):
     intrinsic_return_rms = RunningMeanStd(())
     parts = {"agent": agent, "optimizer": optimizer, "encoder": encoder, "dynamics": dynamics, "wm_optimizer": wm_optimizer, "normalizer": normalizer,
              "intrinsic_return_rms": intrinsic_return_rms}
-    counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None, "eval_seed": args.seed + 100_000}
+    counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None, "eval_seed": args.seed + 100_000,
+                "recent_returns": []}
     if ckpt is not None:
         counters = restore_state(ckpt, parts)
         if counters["iteration"] >= args.num_iterations:
@@ -543,7 +543,6 @@ def train(args, argv):
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     intrinsic_returns = np.zeros(args.num_envs)
-    recent_returns = deque(counters.pop("recent_returns", []), maxlen=100)  # the score: mean of the last 100 episodes
     pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
 
@@ -671,8 +670,8 @@ def train(args, argv):
         counters["iteration"] = iteration
         counters["wall_time"] = start_wall + time.time() - start_time
         sps = int((global_step - start_step) / (time.time() - start_time))
-        recent_returns.extend(finished_returns)
-        counters["recent_returns"] = list(recent_returns)
+        counters["recent_returns"] = (counters["recent_returns"] + finished_returns)[-100:]  # the score: their mean
+        return_last100 = float(np.mean(counters["recent_returns"])) if counters["recent_returns"] else None
         for r, length in zip(finished_returns, finished_lengths):
             writer.add_scalar("charts/episodic_return", r, global_step)
             writer.add_scalar("charts/episodic_length", length, global_step)
@@ -715,7 +714,7 @@ def train(args, argv):
             "global_step": global_step, "iteration": iteration,
             "episodic_return": float(np.mean(finished_returns)) if finished_returns else None,
             "episodic_length": float(np.mean(finished_lengths)) if finished_lengths else None,
-            "episodes": len(finished_returns), "return_last100": float(np.mean(recent_returns)) if recent_returns else None,
+            "episodes": len(finished_returns), "return_last100": return_last100,
             "eval_return": eval_return, "sps": sps, "wall_time": round(counters["wall_time"], 3),
             "learning_rate": optimizer.param_groups[0]["lr"], "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "clipfrac": torch.stack(clipfracs).mean().item(),
@@ -724,9 +723,8 @@ def train(args, argv):
             "z_effective_rank": z_effective_rank, "z_std": z_std,
             "intrinsic_reward": r_int.mean().item(), "intrinsic_reward_scaled": r_int_scaled.mean().item(),
         })
-        recent = float(np.mean(recent_returns)) if recent_returns else None
         log.console(
-            f"step {global_step:,}/{args.num_iterations * args.batch_size:,} | return(100) {fmt(recent)} | best eval "
+            f"step {global_step:,}/{args.num_iterations * args.batch_size:,} | return(100) {fmt(return_last100)} | best eval "
             f"{fmt(counters['best_eval_return'])} | lr {optimizer.param_groups[0]['lr']:.2e} | {sps:,} sps",
             iteration / args.num_iterations, final=last_iteration,
         )

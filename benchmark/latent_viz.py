@@ -37,7 +37,7 @@ def load(path):
     return mod, ckpt, agent, encoder, normalizer
 
 
-def collect(mod, env_id, agent, encoder, normalizer, episodes, seed, max_steps, film_start, film_every, film_frames):
+def collect(env_id, agent, encoder, normalizer, episodes, seed, max_steps, film_start, film_every, film_frames):
     import gymnasium as gym
 
     obs_all, z_all, t_all, frames = [], [], [], []
@@ -106,15 +106,15 @@ def main():
 
     mod, ckpt, agent, encoder, normalizer = load(args.checkpoint)
     env_id = ckpt["args"]["env_id"]
-    obs, z, t, frames, returns = collect(mod, env_id, agent, encoder, normalizer, args.episodes, args.seed, args.max_steps,
+    obs, z, t, frames, returns = collect(env_id, agent, encoder, normalizer, args.episodes, args.seed, args.max_steps,
                                          args.film_start, args.film_every, args.film_frames)
     phase = gait_phase(obs)
     zc = z - z.mean(0)
     _, s, vt = np.linalg.svd(zc, full_matrices=False)
     pca = zc @ vt[:2].T
     explained = s**2 / (s**2).sum()
-    tsne = TSNE(n_components=2, perplexity=30, init="pca", random_state=0).fit_transform(z[:: max(1, len(z) // 2000)])
-    sub = slice(None, None, max(1, len(z) // 2000))
+    sub = slice(None, None, max(1, len(z) // 2000))  # t-SNE on at most ~2000 points
+    tsne = TSNE(n_components=2, perplexity=30, init="pca", random_state=0).fit_transform(z[sub])
     rank, z_std = mod.latent_stats(torch.from_numpy(z))
 
     os.makedirs(args.out_dir, exist_ok=True)
