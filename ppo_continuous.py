@@ -506,7 +506,8 @@ def train(args, argv):
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1))
+    # torch.set_num_threads is per OS thread (OpenMP): torch ops in a pool thread left at the default use every core and round differently
+    pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1), initializer=torch.set_num_threads, initargs=(args.torch_threads,))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
 
     for iteration in range(counters["iteration"] + 1, args.num_iterations + 1):

@@ -291,6 +291,18 @@ def policy_input(obs, encoder):
         return torch.cat([obs, encoder(obs)], -1)
 
 
+def train_world_model(encoder, dynamics, wm_optimizer, b_obs, b_actions, b_next_obs, perms, minibatch_size):
+    """One epoch of minibatch SGD per permutation in perms; returns the last minibatch's (loss, latent_loss, obs_loss)."""
+    for b_inds in perms:
+        for start in range(0, len(b_inds), minibatch_size):
+            mb_inds = b_inds[start : start + minibatch_size]
+            wm_loss, wm_latent_loss, wm_obs_loss = world_model_loss(encoder, dynamics, b_obs[mb_inds], b_actions[mb_inds], b_next_obs[mb_inds])
+            wm_optimizer.zero_grad()
+            wm_loss.backward()
+            wm_optimizer.step()
+    return wm_loss.detach(), wm_latent_loss.detach(), wm_obs_loss.detach()
+
+
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
     """GAE over a (num_steps, num_envs) rollout. next_values[t] is V of the true next state of transition t, so a
     truncated episode bootstraps from its final observation; a terminated one does not; the sum stops at any end."""
@@ -543,7 +555,8 @@ def train(args, argv):
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     intrinsic_returns = np.zeros(args.num_envs)
-    pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1))
+    # torch.set_num_threads is per OS thread (OpenMP): torch ops in a pool thread left at the default use every core and round differently
+    pool = ThreadPoolExecutor(max_workers=max(args.num_env_threads - 1, 1), initializer=torch.set_num_threads, initargs=(args.torch_threads,))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
 
     for iteration in range(counters["iteration"] + 1, args.num_iterations + 1):
@@ -601,10 +614,20 @@ def train(args, argv):
         b_returns = returns.reshape(-1)
         b_values = values.reshape(-1)
 
+        # World model: minibatch SGD on this rollout's transitions (executed, i.e. clipped, actions; true next obs). It needs
+        # nothing from the PPO update (the policy's z were stored at rollout time) and the update needs nothing from it, so it
+        # runs in a second thread on the core the update leaves idle. Both updates' shuffles are drawn here, in the order a
+        # serial run draws them (PPO's epochs, then the world model's), so the run does not depend on thread timing.
+        ppo_perms = [torch.randperm(args.batch_size, device=device) for _ in range(args.update_epochs)]
+        wm_perms = [torch.randperm(args.batch_size, device=device) for _ in range(args.wm_epochs)]
+        wm_update = pool.submit(
+            train_world_model, encoder, dynamics, wm_optimizer, obs[..., :obs_dim].reshape((-1, obs_dim)),
+            b_actions.clamp(action_low_t, action_high_t), next_obs_buf.reshape((-1, obs_dim)), wm_perms, args.batch_size // args.wm_num_minibatches,
+        )
+
         # Optimizing the policy and value network
         clipfracs, first_ratio_dev = [], None
-        for epoch in range(args.update_epochs):
-            b_inds = torch.randperm(args.batch_size, device=device)
+        for b_inds in ppo_perms:
             for start in range(0, args.batch_size, args.minibatch_size):
                 mb_inds = b_inds[start : start + args.minibatch_size]
                 newlogprob, entropy, newvalue = agent.evaluate(b_obs[mb_inds], b_actions[mb_inds])
@@ -647,19 +670,7 @@ def train(args, argv):
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        # World model: minibatch SGD on this rollout's transitions (executed, i.e. clipped, actions; true next obs)
-        b_wm_obs = obs[..., :obs_dim].reshape((-1, obs_dim))
-        b_wm_next_obs = next_obs_buf.reshape((-1, obs_dim))
-        b_wm_actions = b_actions.clamp(action_low_t, action_high_t)
-        wm_minibatch_size = args.batch_size // args.wm_num_minibatches
-        for epoch in range(args.wm_epochs):
-            b_inds = torch.randperm(args.batch_size, device=device)
-            for start in range(0, args.batch_size, wm_minibatch_size):
-                mb_inds = b_inds[start : start + wm_minibatch_size]
-                wm_loss, wm_latent_loss, wm_obs_loss = world_model_loss(encoder, dynamics, b_wm_obs[mb_inds], b_wm_actions[mb_inds], b_wm_next_obs[mb_inds])
-                wm_optimizer.zero_grad()
-                wm_loss.backward()
-                wm_optimizer.step()
+        wm_loss, wm_latent_loss, wm_obs_loss = wm_update.result()
         z_effective_rank, z_std = latent_stats(obs[..., obs_dim:].reshape((-1, args.z_dim)))
 
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()

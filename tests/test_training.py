@@ -1,6 +1,7 @@
 """Short end-to-end runs: outputs, PPO invariants, reproducibility, --alpha 0, evaluation, video and snapshots."""
 import json
 import math
+from concurrent.futures import Future
 
 import pytest
 import torch
@@ -66,6 +67,32 @@ def test_same_seed_reproduces_progress(name, tmp_path, finished_runs):
     assert [{k: v for k, v in r.items() if k not in timing} for r in again] == [{k: v for k, v in r.items() if k not in timing} for r in first]
     other = read_progress(train(name, tmp_path, "--total-timesteps", 3 * BATCH, "--seed", 2))
     assert [r["policy_loss"] for r in other] != [r["policy_loss"] for r in first]
+
+
+class SerialExecutor:
+    """Runs submitted work at once in the calling thread: the reference for the threaded world-model update."""
+
+    def __init__(self, max_workers=None, initializer=None, initargs=()):
+        pass
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait=True):
+        pass
+
+
+@pytest.mark.parametrize("name", ["ppo_wm", "ppo_wm_aux"])
+def test_world_model_update_in_a_thread_equals_serial_update(name, tmp_path, finished_runs, monkeypatch):
+    # the WM trains in the pool's thread while PPO updates in the main thread: no shared state may race
+    monkeypatch.setattr(script(name), "ThreadPoolExecutor", SerialExecutor)
+    serial = read_progress(train(name, tmp_path, "--total-timesteps", 3 * BATCH))
+    threaded = read_progress(finished_runs[name])
+    timing = script(name).TIMING_COLUMNS
+    assert [{k: v for k, v in r.items() if k not in timing} for r in serial] == [{k: v for k, v in r.items() if k not in timing} for r in threaded]
+    assert float(serial[-1]["wm_loss"]) > 0
 
 
 def test_alpha_zero_reproduces_ppo_wm(tmp_path, finished_runs):
