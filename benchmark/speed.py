@@ -1,15 +1,18 @@
 """Throughput and memory of the three scripts against the raw physics rate, measured side by side in one session.
 
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script, default flags
-    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --out benchmark/results/speed.md
+    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed.md
 
 Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before and after
 the scripts so drift on a shared machine shows. Each script runs as its own process with default flags; its rate is
 the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
-and its peak memory is the process's maximum resident set size.
+and its peak memory is the process's maximum resident set size. With --repeats R the scripts run R times in
+alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
+median rate of each script and the range of its per-repeat ratio to ppo_continuous.
 """
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,36 +62,45 @@ def main():
     parser.add_argument("--steps", type=int, default=200_000, help="training steps per script")
     parser.add_argument("--raw-seconds", type=float, default=15.0, help="seconds of each raw-physics measurement")
     parser.add_argument("--raw-num-envs", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each script, in alternating order")
     parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS)
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
     parser.add_argument("--out", help="also write the table as Markdown to this file")
     args = parser.parse_args()
 
+    if args.steps < 1 or args.repeats < 1 or args.raw_seconds <= 0:
+        parser.error("--steps and --repeats must be at least 1 and --raw-seconds positive")
     raw_before = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
-    results = {}
+    runs = {name: [] for name in args.scripts}  # name -> [(steps/s, peak RSS MB, wall s)], one per repeat
     with tempfile.TemporaryDirectory() as runs_dir:
-        for name in args.scripts:
-            cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
-                   "--status-interval", "1e9", *args.extra.split()]
-            _, wall, rss = run(cmd)
-            results[name] = (args.steps / wall, rss, wall)
+        for repeat in range(args.repeats):
+            for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
+                cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
+                       "--status-interval", "1e9", *args.extra.split()]
+                _, wall, rss = run(cmd)
+                runs[name].append((args.steps / wall, rss, wall))
     raw_after = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
     raw = (raw_before + raw_after) / 2
 
-    base = results.get("ppo_continuous", (None,))[0]
+    base = runs.get("ppo_continuous")
     lines = [
-        f"speed of {args.env_id}, {args.steps:,} training steps per script, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores"
-        + (f", extra flags `{args.extra}`" if args.extra else ""),
+        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order, "
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores" + (f", extra flags `{args.extra}`" if args.extra else ""),
         "",
         f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process): {raw_before:,.0f} steps/s before, "
         f"{raw_after:,.0f} after, mean {raw:,.0f}",
         "",
-        "| script | steps/s (whole process) | x raw physics | x ppo_continuous | peak RSS MB | wall s |",
+        "| script | steps/s (whole process, median) | x raw physics | x ppo_continuous (median; range over repeats) | peak RSS MB (max) | wall s (median) |",
         "|---|---|---|---|---|---|",
     ]
-    for name, (sps, rss, wall) in results.items():
-        rel = f"{sps / base:.2f}" if base else "n/a"
-        lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {rss:.0f} | {wall:.1f} |")
+    for name, results in runs.items():
+        sps = statistics.median(r[0] for r in results)
+        if base:
+            ratios = [r[0] / b[0] for r, b in zip(results, base)]
+            rel = f"{sps / statistics.median(b[0] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
+        else:
+            rel = "n/a"
+        lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {max(r[1] for r in results):.0f} | {statistics.median(r[2] for r in results):.1f} |")
     report = "\n".join(lines)
     print(report)
     if args.out:
