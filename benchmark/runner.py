@@ -43,14 +43,27 @@ EXPERIMENTS = {
 }
 
 
+def pool_name(variant, extra):
+    """The pool directory of a variant: runs with extra flags are another configuration, never E1's finished runs.
+    --num-env-threads does not change results (tested), so it does not make a new configuration."""
+    tokens, skip = [], False
+    for t in extra:
+        if skip or t == "--num-env-threads":
+            skip = not skip
+            continue
+        tokens.append(t.lstrip("-").replace("/", "_"))
+    return "+".join([variant, *tokens]) if tokens else variant
+
+
 def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra):
     """One dict per run: what to execute and where its outputs go."""
     variants, default_tasks = EXPERIMENTS[experiment]
     runs = []
     for seed in seeds:  # seed-major: a budget cut short still leaves every configuration with the same seeds
         for env_id in env_ids or default_tasks:
-            for variant in variants:
-                script, flags = VARIANTS[variant]
+            for name in variants:
+                script, flags = VARIANTS[name]
+                variant = pool_name(name, extra)
                 runs_dir = os.path.join(runs_root, variant)
                 base = [python, os.path.join(ROOT, f"{script}.py")]
                 fresh = base + ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps),
@@ -187,8 +200,9 @@ def main(argv=None):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import report
 
-        report.write_report([os.path.join(args.runs_root, v) for v in variants], os.path.join(args.results_dir, args.experiment),
-                            args.total_timesteps, baseline=variants[0], title=args.experiment, env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
+        pools = [pool_name(v, extra) for v in variants]
+        report.write_report([os.path.join(args.runs_root, p) for p in pools], os.path.join(args.results_dir, pool_name(args.experiment, extra)),
+                            args.total_timesteps, baseline=pools[0], title=args.experiment, env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
                             seeds=args.seeds)
     return rc
 

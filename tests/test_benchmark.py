@@ -21,14 +21,20 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     assert runner.main([*common, "--total-timesteps", "256"]) == 0
     runs = sorted((tmp_path / "runs").glob("*/*/progress.csv"))
     assert len(runs) == 6  # 3 alphas x 2 seeds
-    assert {p.parent.parent.name for p in runs} == {"ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"}
+    # runs with extra flags are another configuration: their own pools (and report), never the default runs
+    pools = {v: runner.pool_name(v, TINY_EXTRA.split()) for v in ("ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05")}
+    assert pools["ppo_wm"] == "ppo_wm+num-envs+4+num-steps+32+num-minibatches+2+update-epochs+1+eval-interval+0+status-interval+1000"
+    assert runner.pool_name("ppo", ["--num-env-threads", "1"]) == "ppo"
+    assert {p.parent.parent.name for p in runs} == set(pools.values())
     for p in runs:
         config = json.loads((p.parent / "config.json").read_text())
         assert config["exp_name"] == p.parent.parent.name
-        assert config.get("alpha", 0.0) == {"ppo_wm": 0.0, "ppo_wm_aux": 0.01, "ppo_wm_aux_alpha0.05": 0.05}[config["exp_name"]]
+        assert config.get("alpha", 0.0) == {pools["ppo_wm"]: 0.0, pools["ppo_wm_aux"]: 0.01, pools["ppo_wm_aux_alpha0.05"]: 0.05}[config["exp_name"]]
         assert len(list(csv.DictReader(open(p)))) == 2
-    summary = (tmp_path / "results" / "E3" / "summary.md").read_text()
-    assert "| Hopper-v4 | ppo_wm | 2 |" in summary and "| Hopper-v4 | ppo_wm_aux_alpha0.05 | 2 |" in summary and (tmp_path / "results" / "E3" / "learning_curves.png").exists()
+    results = tmp_path / "results" / runner.pool_name("E3", TINY_EXTRA.split())
+    summary = (results / "summary.md").read_text()
+    assert f"| Hopper-v4 | {pools['ppo_wm']} | 2 |" in summary and f"| Hopper-v4 | {pools['ppo_wm_aux_alpha0.05']} | 2 |" in summary
+    assert (results / "learning_curves.png").exists()
     capsys.readouterr()
 
     # everything finished: nothing runs again
