@@ -6,11 +6,15 @@
 Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before and after
 the scripts so drift on a shared machine shows. Each script runs as its own process with default flags; its rate is
 the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
-and its peak memory is the process's maximum resident set size. With --repeats R the scripts run R times in
+and its peak memory is the process's maximum resident set size. The training-loop rate (the run's own `sps`, from
+progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
+creation), which a 1M-step run pays once. With --repeats R the scripts run R times in
 alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
 median rate of each script and the range of its per-repeat ratio to ppo_continuous.
 """
 import argparse
+import csv
+import glob
 import os
 import statistics
 import subprocess
@@ -71,14 +75,18 @@ def main():
     if args.steps < 1 or args.repeats < 1 or args.raw_seconds <= 0:
         parser.error("--steps and --repeats must be at least 1 and --raw-seconds positive")
     raw_before = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
-    runs = {name: [] for name in args.scripts}  # name -> [(steps/s, peak RSS MB, wall s)], one per repeat
+    runs = {name: [] for name in args.scripts}  # name -> [(steps/s, peak RSS MB, wall s, loop steps/s)], one per repeat
     with tempfile.TemporaryDirectory() as runs_dir:
         for repeat in range(args.repeats):
             for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
                 cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
                        "--status-interval", "1e9", *args.extra.split()]
+                before = set(glob.glob(os.path.join(runs_dir, "*")))
                 _, wall, rss = run(cmd)
-                runs[name].append((args.steps / wall, rss, wall))
+                (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
+                with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+                    loop_sps = float(list(csv.DictReader(f))[-1]["sps"])
+                runs[name].append((args.steps / wall, rss, wall, loop_sps))
     raw_after = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
     raw = (raw_before + raw_after) / 2
 
@@ -90,8 +98,9 @@ def main():
         f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process): {raw_before:,.0f} steps/s before, "
         f"{raw_after:,.0f} after, mean {raw:,.0f}",
         "",
-        "| script | steps/s (whole process, median) | x raw physics | x ppo_continuous (median; range over repeats) | peak RSS MB (max) | wall s (median) |",
-        "|---|---|---|---|---|---|",
+        "| script | steps/s (whole process, median) | x raw physics | x ppo_continuous (median; range over repeats) | peak RSS MB (max) | wall s (median) "
+        "| training-loop steps/s (median) | loop x raw physics |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, results in runs.items():
         sps = statistics.median(r[0] for r in results)
@@ -100,7 +109,9 @@ def main():
             rel = f"{sps / statistics.median(b[0] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
         else:
             rel = "n/a"
-        lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {max(r[1] for r in results):.0f} | {statistics.median(r[2] for r in results):.1f} |")
+        loop_sps = statistics.median(r[3] for r in results)
+        lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {max(r[1] for r in results):.0f} | {statistics.median(r[2] for r in results):.1f} "
+                     f"| {loop_sps:,.0f} | {loop_sps / raw:.2f} |")
     report = "\n".join(lines)
     print(report)
     if args.out:
