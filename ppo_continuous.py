@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 warnings.filterwarnings("ignore", message=".*is out of date")  # -v4 tasks are wanted: they are the published benchmarks
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
-TIMING_COLUMNS = ("sps", "wall_time")  # the only progress.csv columns that differ between identical seeded runs
+TIMING_COLUMNS = ("sps", "wall_time", "rollout_time", "update_time")  # the only progress.csv columns that differ between identical seeded runs
 
 
 @dataclass
@@ -480,6 +480,7 @@ def train(args, argv):
     if ckpt is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     columns = ["global_step", "iteration", "episodic_return", "episodic_length", "episodes", "return_last100", "eval_return", "sps", "wall_time",
+               "rollout_time", "update_time",
                "learning_rate", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "first_ratio_dev"]
     log = ProgressLog(run_dir, columns, args.status_interval, resume_step=counters["global_step"] if ckpt else None)
 
@@ -516,6 +517,7 @@ def train(args, argv):
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
         finished_returns, finished_lengths = [], []
+        rollout_start = time.time()
         for step in range(args.num_steps):
             obs[step] = next_obs
             with torch.no_grad():
@@ -539,6 +541,7 @@ def train(args, argv):
             terminations[step] = torch.from_numpy(term).to(device)
             dones[step] = torch.from_numpy(done).to(device)
         counters["global_step"] += args.batch_size
+        update_start = time.time()  # rollout_time: acting and env steps; update_time: the rest up to logging (GAE, updates)
 
         with torch.no_grad():
             next_values = agent.get_value(next_obs_buf)
@@ -598,6 +601,7 @@ def train(args, argv):
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
+        rollout_time, update_time = update_start - rollout_start, time.time() - update_start
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
@@ -644,6 +648,7 @@ def train(args, argv):
             "episodic_length": float(np.mean(finished_lengths)) if finished_lengths else None,
             "episodes": len(finished_returns), "return_last100": return_last100,
             "eval_return": eval_return, "sps": sps, "wall_time": round(counters["wall_time"], 3),
+            "rollout_time": round(rollout_time, 4), "update_time": round(update_time, 4),
             "learning_rate": optimizer.param_groups[0]["lr"], "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "clipfrac": torch.stack(clipfracs).mean().item(),
             "explained_variance": explained_var, "first_ratio_dev": first_ratio_dev,

@@ -30,7 +30,7 @@ from wm_common import Dynamics, Encoder, intrinsic_reward, latent_stats, world_m
 warnings.filterwarnings("ignore", message=".*is out of date")  # -v4 tasks are wanted: they are the published benchmarks
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
-TIMING_COLUMNS = ("sps", "wall_time")  # the only progress.csv columns that differ between identical seeded runs
+TIMING_COLUMNS = ("sps", "wall_time", "rollout_time", "update_time")  # the only progress.csv columns that differ between identical seeded runs
 
 
 @dataclass
@@ -525,6 +525,7 @@ def train(args, argv):
     if ckpt is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     columns = ["global_step", "iteration", "episodic_return", "episodic_length", "episodes", "return_last100", "eval_return", "sps", "wall_time",
+               "rollout_time", "update_time",
                "learning_rate", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "first_ratio_dev",
                "wm_loss", "wm_latent_loss", "wm_obs_loss", "z_effective_rank", "z_std",
                "intrinsic_reward", "intrinsic_reward_scaled"]
@@ -565,6 +566,7 @@ def train(args, argv):
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
         finished_returns, finished_lengths = [], []
+        rollout_start = time.time()
         for step in range(args.num_steps):
             x = policy_input(next_obs, encoder)
             obs[step] = x  # stored, so the update sees exactly the inputs the actions were taken with
@@ -589,6 +591,7 @@ def train(args, argv):
             terminations[step] = torch.from_numpy(term).to(device)
             dones[step] = torch.from_numpy(done).to(device)
         counters["global_step"] += args.batch_size
+        update_start = time.time()  # rollout_time: acting and env steps; update_time: the rest up to logging (GAE, updates)
 
         # Curiosity: the world model's prediction error on each transition, computed before it trains on them and
         # scaled by a running std of discounted intrinsic returns (as RND), so --alpha means the same on every task
@@ -673,6 +676,7 @@ def train(args, argv):
         wm_loss, wm_latent_loss, wm_obs_loss = wm_update.result()
         z_effective_rank, z_std = latent_stats(obs[..., obs_dim:].reshape((-1, args.z_dim)))
 
+        rollout_time, update_time = update_start - rollout_start, time.time() - update_start
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
@@ -727,6 +731,7 @@ def train(args, argv):
             "episodic_length": float(np.mean(finished_lengths)) if finished_lengths else None,
             "episodes": len(finished_returns), "return_last100": return_last100,
             "eval_return": eval_return, "sps": sps, "wall_time": round(counters["wall_time"], 3),
+            "rollout_time": round(rollout_time, 4), "update_time": round(update_time, 4),
             "learning_rate": optimizer.param_groups[0]["lr"], "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "clipfrac": torch.stack(clipfracs).mean().item(),
             "explained_variance": explained_var, "first_ratio_dev": first_ratio_dev,

@@ -8,7 +8,8 @@ the scripts so drift on a shared machine shows. Each script runs as its own proc
 the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
 and its peak memory is the process's maximum resident set size. The training-loop rate (the run's own `sps`, from
 progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
-creation), which a 1M-step run pays once. With --repeats R the scripts run R times in
+creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
+acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
 alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
 median rate of each script and the range of its per-repeat ratio to ppo_continuous.
 """
@@ -75,7 +76,7 @@ def main():
     if args.steps < 1 or args.repeats < 1 or args.raw_seconds <= 0:
         parser.error("--steps and --repeats must be at least 1 and --raw-seconds positive")
     raw_before = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
-    runs = {name: [] for name in args.scripts}  # name -> [(steps/s, peak RSS MB, wall s, loop steps/s)], one per repeat
+    runs = {name: [] for name in args.scripts}  # name -> [(steps/s, peak RSS MB, wall s, loop steps/s, rollout s, update s)]
     with tempfile.TemporaryDirectory() as runs_dir:
         for repeat in range(args.repeats):
             for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
@@ -85,8 +86,9 @@ def main():
                 _, wall, rss = run(cmd)
                 (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
                 with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-                    loop_sps = float(list(csv.DictReader(f))[-1]["sps"])
-                runs[name].append((args.steps / wall, rss, wall, loop_sps))
+                    rows = list(csv.DictReader(f))
+                rollout, update = (sum(float(r[k]) for r in rows) for k in ("rollout_time", "update_time"))
+                runs[name].append((args.steps / wall, rss, wall, float(rows[-1]["sps"]), rollout, update))
     raw_after = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
     raw = (raw_before + raw_after) / 2
 
@@ -99,8 +101,8 @@ def main():
         f"{raw_after:,.0f} after, mean {raw:,.0f}",
         "",
         "| script | steps/s (whole process, median) | x raw physics | x ppo_continuous (median; range over repeats) | peak RSS MB (max) | wall s (median) "
-        "| training-loop steps/s (median) | loop x raw physics |",
-        "|---|---|---|---|---|---|---|---|",
+        "| training-loop steps/s (median) | loop x raw physics | rollout s / update s (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, results in runs.items():
         sps = statistics.median(r[0] for r in results)
@@ -111,7 +113,7 @@ def main():
             rel = "n/a"
         loop_sps = statistics.median(r[3] for r in results)
         lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {max(r[1] for r in results):.0f} | {statistics.median(r[2] for r in results):.1f} "
-                     f"| {loop_sps:,.0f} | {loop_sps / raw:.2f} |")
+                     f"| {loop_sps:,.0f} | {loop_sps / raw:.2f} | {statistics.median(r[4] for r in results):.1f} / {statistics.median(r[5] for r in results):.1f} |")
     report = "\n".join(lines)
     print(report)
     if args.out:

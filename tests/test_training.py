@@ -24,6 +24,9 @@ def test_end_to_end_outputs(name, finished_runs):
         assert float(r["sps"]) > 0 and float(r["wall_time"]) > 0
         if int(r["episodes"]):
             assert float(r["episodic_return"]) == float(r["episodic_return"])  # a number, not NaN
+    # the phase times split the loop: positive, and together no more than the training time (which adds evaluations)
+    assert all(float(r["rollout_time"]) > 0 and float(r["update_time"]) > 0 for r in rows)
+    assert sum(float(r["rollout_time"]) + float(r["update_time"]) for r in rows) <= float(rows[-1]["wall_time"])
     wm_columns = {"wm_loss", "z_effective_rank", "z_std"}
     assert wm_columns <= set(rows[0]) if name != "ppo_continuous" else not wm_columns & set(rows[0])
     assert ("intrinsic_reward" in rows[0]) == (name == "ppo_wm_aux")
