@@ -1,0 +1,108 @@
+"""Ways to step 16 MuJoCo envs on this machine, side by side: what the scripts use and the alternatives measured.
+
+    python benchmark/env_stepping.py                      # Walker2d-v4, 16 envs, 2000 steps of random actions each
+    python benchmark/env_stepping.py --env-id Hopper-v4 --steps 1000
+
+All use same-step autoreset and the same fixed random actions: one SyncVectorEnv (one thread); two SyncVectorEnv
+halves stepped by two threads (what the scripts do, MuJoCo releases the GIL); two worker processes of 8 envs each,
+driven through pipes; gymnasium's AsyncVectorEnv (one process per env, shared memory).
+"""
+import argparse
+import multiprocessing as mp
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import gymnasium as gym
+import numpy as np
+
+SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
+
+
+def sync_env(env_id, n):
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * n, autoreset_mode=SAME_STEP)
+
+
+def worker(conn, env_id, n):
+    warnings.filterwarnings("ignore")
+    envs = sync_env(env_id, n)
+    while True:
+        cmd, data = conn.recv()
+        if cmd == "close":
+            return envs.close()
+        conn.send(envs.step(data) if cmd == "step" else envs.reset(seed=data))
+
+
+def rate(step, reset, actions):
+    reset()
+    for a in actions[:50]:  # warm-up
+        step(a)
+    start = time.perf_counter()
+    for a in actions:
+        step(a)
+    return actions.shape[0] * actions.shape[1] / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-id", default="Walker2d-v4")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000, help="vector steps per method")
+    args = parser.parse_args()
+    if args.num_envs < 2 or args.num_envs % 2 or args.steps < 1:
+        parser.error("--num-envs must be even and at least 2, --steps at least 1")
+    warnings.filterwarnings("ignore")
+    half = args.num_envs // 2
+    act_dim = gym.make(args.env_id).action_space.shape[0]
+    actions = np.random.default_rng(0).uniform(-1, 1, (args.steps, args.num_envs, act_dim)).astype(np.float32)
+    results = {}
+
+    envs = sync_env(args.env_id, args.num_envs)
+    results["SyncVectorEnv, one thread"] = rate(envs.step, lambda: envs.reset(seed=0), actions)
+    envs.close()
+
+    groups = [sync_env(args.env_id, half), sync_env(args.env_id, half)]
+    with ThreadPoolExecutor(1) as pool:
+        def step_threads(a):
+            other = pool.submit(groups[1].step, a[half:])
+            groups[0].step(a[:half])
+            other.result()
+        results["two SyncVectorEnv halves, two threads (the scripts)"] = rate(
+            step_threads, lambda: [g.reset(seed=i * half) for i, g in enumerate(groups)], actions)
+    for g in groups:
+        g.close()
+
+    ctx = mp.get_context("fork")
+    pipes = []
+    for _ in range(2):
+        parent, child = ctx.Pipe()
+        ctx.Process(target=worker, args=(child, args.env_id, half), daemon=True).start()
+        pipes.append(parent)
+
+    def step_processes(a):
+        for i, p in enumerate(pipes):
+            p.send(("step", a[i * half:(i + 1) * half]))
+        return [p.recv() for p in pipes]
+
+    def reset_processes():
+        for i, p in enumerate(pipes):
+            p.send(("reset", i * half))
+        return [p.recv() for p in pipes]
+
+    results["two worker processes of half the envs, pipes"] = rate(step_processes, reset_processes, actions)
+    for p in pipes:
+        p.send(("close", None))
+
+    envs = gym.vector.AsyncVectorEnv([lambda: gym.make(args.env_id)] * args.num_envs, autoreset_mode=SAME_STEP)
+    results["AsyncVectorEnv, one process per env"] = rate(envs.step, lambda: envs.reset(seed=0), actions)
+    envs.close()
+
+    base = results["SyncVectorEnv, one thread"]
+    print(f"{args.env_id}, {args.num_envs} envs, {args.steps:,} vector steps of random actions, {time.strftime('%Y-%m-%d')}\n")
+    print("| method | steps/s | x one SyncVectorEnv |\n|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r:,.0f} | {r / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
