@@ -46,10 +46,9 @@ EXPERIMENTS = {
 def pool_name(variant, extra):
     """The pool directory of a variant: runs with extra flags are another configuration, never E1's finished runs.
     --num-env-threads does not change results (tested), so it does not make a new configuration."""
-    tokens, skip = [], False
-    for t in extra:
-        if skip or t == "--num-env-threads":
-            skip = not skip
+    tokens = []
+    for i, t in enumerate(extra):
+        if t.startswith("--num-env-threads") or (i > 0 and extra[i - 1] == "--num-env-threads"):
             continue
         tokens.append(t.lstrip("-").replace("/", "_"))
     return "+".join([variant, *tokens]) if tokens else variant

@@ -76,7 +76,7 @@ def main():
     if args.steps < 1 or args.repeats < 1 or args.raw_seconds <= 0:
         parser.error("--steps and --repeats must be at least 1 and --raw-seconds positive")
     raw_before = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
-    runs = {name: [] for name in args.scripts}  # name -> [(steps/s, peak RSS MB, wall s, loop steps/s, rollout s, update s)]
+    runs = {name: [] for name in args.scripts}  # name -> one dict of measurements per repeat
     with tempfile.TemporaryDirectory() as runs_dir:
         for repeat in range(args.repeats):
             for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
@@ -87,8 +87,8 @@ def main():
                 (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
                 with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
                     rows = list(csv.DictReader(f))
-                rollout, update = (sum(float(r[k]) for r in rows) for k in ("rollout_time", "update_time"))
-                runs[name].append((args.steps / wall, rss, wall, float(rows[-1]["sps"]), rollout, update))
+                runs[name].append({"sps": args.steps / wall, "rss": rss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
+                                   "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows)})
     raw_after = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
     raw = (raw_before + raw_after) / 2
 
@@ -105,15 +105,14 @@ def main():
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, results in runs.items():
-        sps = statistics.median(r[0] for r in results)
+        median = {k: statistics.median(r[k] for r in results) for k in results[0]}
         if base:
-            ratios = [r[0] / b[0] for r, b in zip(results, base)]
-            rel = f"{sps / statistics.median(b[0] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
+            ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]
+            rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
         else:
             rel = "n/a"
-        loop_sps = statistics.median(r[3] for r in results)
-        lines.append(f"| {name} | {sps:,.0f} | {sps / raw:.2f} | {rel} | {max(r[1] for r in results):.0f} | {statistics.median(r[2] for r in results):.1f} "
-                     f"| {loop_sps:,.0f} | {loop_sps / raw:.2f} | {statistics.median(r[4] for r in results):.1f} / {statistics.median(r[5] for r in results):.1f} |")
+        lines.append(f"| {name} | {median['sps']:,.0f} | {median['sps'] / raw:.2f} | {rel} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
+                     f"| {median['loop_sps']:,.0f} | {median['loop_sps'] / raw:.2f} | {median['rollout']:.1f} / {median['update']:.1f} |")
     report = "\n".join(lines)
     print(report)
     if args.out:

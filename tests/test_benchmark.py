@@ -24,7 +24,7 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     # runs with extra flags are another configuration: their own pools (and report), never the default runs
     pools = {v: runner.pool_name(v, TINY_EXTRA.split()) for v in ("ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05")}
     assert pools["ppo_wm"] == "ppo_wm+num-envs+4+num-steps+32+num-minibatches+2+update-epochs+1+eval-interval+0+status-interval+1000"
-    assert runner.pool_name("ppo", ["--num-env-threads", "1"]) == "ppo"
+    assert runner.pool_name("ppo", ["--num-env-threads", "1"]) == runner.pool_name("ppo", ["--num-env-threads=2"]) == "ppo"
     assert {p.parent.parent.name for p in runs} == set(pools.values())
     for p in runs:
         config = json.loads((p.parent / "config.json").read_text())
