@@ -8,18 +8,24 @@
 Runs live in one pool, <runs-root>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
 --exp-name set to the variant), so experiments share runs of the same configuration: E2's z_dim 32 and E3's alpha 0.01
 are E1's ppo_wm and ppo_wm_aux runs. Finished runs are skipped; a run with a checkpoint that has not reached its steps is
-continued with --resume. A failed run never disappears: the others finish, then each failed command is printed with its
+continued with --resume. A finished or started run is only reused if its config.json matches what the script would now
+run (its Args with the flags; the keys that do not change training are not compared), so a changed default never mixes
+old runs into a new result: the runner stops and says which key differs. A failed run never disappears: the others finish, then each failed command is printed with its
 log path and the runner exits 1.
 """
 import argparse
 import csv
+import dataclasses
 import glob
+import importlib
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+
+import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ["Walker2d-v4", "Hopper-v4", "HalfCheetah-v4"]
@@ -67,9 +73,40 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra):
                 base = [python, os.path.join(ROOT, f"{script}.py")]
                 fresh = base + ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps),
                                 "--exp-name", variant, "--runs-dir", runs_dir, *flags, *extra]
-                runs.append({"name": f"{env_id}__{variant}__{seed}", "runs_dir": runs_dir, "env_id": env_id, "variant": variant,
+                runs.append({"name": f"{env_id}__{variant}__{seed}", "script": script, "runs_dir": runs_dir, "env_id": env_id, "variant": variant,
                              "seed": seed, "fresh": fresh, "base": base, "total_timesteps": total_timesteps, "extra": extra})
     return runs
+
+
+# config keys that do not change a run's training rows: where to write, how often to log, checkpoint, evaluate or render
+# (evaluations do not touch the training RNG: tested), how many env threads (tested), and the steps, which --resume extends
+NON_TRAINING_KEYS = {"exp_name", "runs_dir", "total_timesteps", "num_env_threads", "status_interval", "checkpoint_interval", "eval_interval",
+                     "eval_episodes", "capture_video", "video_interval", "save_snapshot", "snapshot_interval", "resume", "eval_checkpoint",
+                     "batch_size", "minibatch_size", "num_iterations"}
+_expected_configs = {}
+
+
+class StaleRun(Exception):
+    pass
+
+
+def expected_config(run):
+    """The config.json keys a fresh run of this command would write, from the script's own Args and the flags."""
+    key = tuple(run["fresh"][1:])
+    if key not in _expected_configs:
+        sys.path.insert(0, ROOT)
+        args = tyro.cli(importlib.import_module(run["script"]).Args, args=run["fresh"][2:])
+        _expected_configs[key] = json.loads(json.dumps(dataclasses.asdict(args)))
+    return _expected_configs[key]
+
+
+def check_config(run, run_dir):
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    for k, v in expected_config(run).items():
+        if k not in NON_TRAINING_KEYS and saved.get(k) != v:
+            raise StaleRun(f"{run_dir} was made with {k}={saved.get(k)!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
+                           f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra")
 
 
 def run_state(run):
@@ -78,6 +115,7 @@ def run_state(run):
     if not dirs:
         return "new", None
     run_dir = dirs[-1]
+    check_config(run, run_dir)
     with open(os.path.join(run_dir, "config.json")) as f:
         batch = json.load(f)["batch_size"]
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
@@ -187,6 +225,12 @@ def main(argv=None):
         extra += ["--num-env-threads", "1"]  # one core per run when runs fill the machine (results do not change)
     runs = plan(args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra)
     variants = EXPERIMENTS[args.experiment][0]
+    try:
+        for r in runs:
+            run_state(r)
+    except StaleRun as e:
+        print(f"runner.py: error: {e}", file=sys.stderr)
+        return 2
     if args.dry_run:
         for r in runs:
             cmd = command(r)

@@ -63,6 +63,25 @@ def test_dry_run_prints_commands_without_running(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
+    # a finished run is reused only while the script would still run it the same way: a changed default must not mix in
+    common = ["--experiment", "E1", "--env-ids", "Hopper-v4", "--seeds", "1", "--total-timesteps", "2048", "--runs-root", str(tmp_path), "--dry-run"]
+    run = next(r for r in runner.plan("E1", ["Hopper-v4"], [1], 2048, str(tmp_path), sys.executable, []) if r["variant"] == "ppo")
+    run_dir = tmp_path / "ppo" / f"{run['name']}__1700000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    (run_dir / "progress.csv").write_text("global_step\n2048\n")
+    config = dict(runner.expected_config(run), batch_size=2048, exp_name="renamed", eval_interval=0, num_env_threads=2)  # keys that do not change training
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert runner.main(common) == 0
+    assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
+
+    (run_dir / "config.json").write_text(json.dumps(dict(config, learning_rate=config["learning_rate"] / 2)))
+    assert runner.main(common) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{run_dir} was made with learning_rate={config['learning_rate'] / 2!r}" in err and "move " in err
+
+
 def test_iqm_and_probability_of_improvement_known_answers():
     assert report.iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)
     assert report.iqm([100, 1, 2, 3]) == pytest.approx(2.5)  # outliers do not move it

@@ -72,6 +72,16 @@ def test_same_seed_reproduces_progress(name, tmp_path, finished_runs):
     assert [r["policy_loss"] for r in other] != [r["policy_loss"] for r in first]
 
 
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_evaluations_do_not_change_training(name, tmp_path, finished_runs):
+    # the runner reuses runs across --eval-interval values (benchmark/runner.py NON_TRAINING_KEYS)
+    without = read_progress(train(name, tmp_path, "--total-timesteps", 3 * BATCH, "--eval-interval", 0))
+    with_evals = read_progress(finished_runs[name])
+    assert [r["eval_return"] for r in without] == ["", "", ""] and with_evals[1]["eval_return"] != ""
+    ignored = set(script(name).TIMING_COLUMNS) | {"eval_return"}
+    assert [{k: v for k, v in r.items() if k not in ignored} for r in without] == [{k: v for k, v in r.items() if k not in ignored} for r in with_evals]
+
+
 class SerialExecutor:
     """Runs submitted work at once in the calling thread: the reference for the threaded world-model update."""
 
