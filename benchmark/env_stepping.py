@@ -3,9 +3,12 @@
     python benchmark/env_stepping.py                      # Walker2d-v4, 16 envs, 2000 steps of random actions each
     python benchmark/env_stepping.py --env-id Hopper-v4 --steps 1000
 
-All use same-step autoreset and the same fixed random actions: one SyncVectorEnv (one thread); two SyncVectorEnv
-halves stepped by two threads (what the scripts do, MuJoCo releases the GIL); two worker processes of 8 envs each,
-driven through pipes; gymnasium's AsyncVectorEnv (one process per env, shared memory).
+All use the same fixed random actions: one SyncVectorEnv (one thread); two SyncVectorEnv halves stepped by two
+threads (what the scripts do, MuJoCo releases the GIL); half the envs in the main thread and half in one worker
+process; two worker processes of half the envs each, driven through pipes; gymnasium's AsyncVectorEnv (one process
+per env, shared memory); and, when it is installed, envpool (C++ envs, its own port of the MuJoCo tasks and its own
+MuJoCo build). All but envpool use same-step autoreset; envpool only has next-step autoreset, so its numbers include
+the ignored-action reset steps.
 """
 import argparse
 import multiprocessing as mp
@@ -90,12 +93,36 @@ def main():
         return [p.recv() for p in pipes]
 
     results["two worker processes of half the envs, pipes"] = rate(step_processes, reset_processes, actions)
+
+    mine = sync_env(args.env_id, half)
+
+    def step_main_and_worker(a):
+        pipes[1].send(("step", a[half:]))
+        mine.step(a[:half])
+        return pipes[1].recv()
+
+    def reset_main_and_worker():
+        pipes[1].send(("reset", half))
+        mine.reset(seed=0)
+        return pipes[1].recv()
+
+    results["half the envs in the main thread, half in one worker process"] = rate(step_main_and_worker, reset_main_and_worker, actions)
+    mine.close()
     for p in pipes:
         p.send(("close", None))
 
     envs = gym.vector.AsyncVectorEnv([lambda: gym.make(args.env_id)] * args.num_envs, autoreset_mode=SAME_STEP)
     results["AsyncVectorEnv, one process per env"] = rate(envs.step, lambda: envs.reset(seed=0), actions)
     envs.close()
+
+    try:
+        import envpool
+    except ImportError:
+        envpool = None
+    if envpool is not None and args.env_id in envpool.list_all_envs():
+        envs = envpool.make(args.env_id, env_type="gymnasium", num_envs=args.num_envs, batch_size=args.num_envs, num_threads=2, seed=0)
+        results[f"envpool {envpool.__version__}, two threads (next-step autoreset)"] = rate(envs.step, envs.reset, actions)
+        envs.close()
 
     base = results["SyncVectorEnv, one thread"]
     print(f"{args.env_id}, {args.num_envs} envs, {args.steps:,} vector steps of random actions, {time.strftime('%Y-%m-%d')}\n")
