@@ -8,7 +8,7 @@ threads (what the scripts do, MuJoCo releases the GIL); half the envs in the mai
 process; two worker processes of half the envs each, driven through pipes; gymnasium's AsyncVectorEnv (one process
 per env, shared memory); and, when it is installed, envpool (C++ envs, its own port of the MuJoCo tasks and its own
 MuJoCo build). All but envpool use same-step autoreset; envpool only has next-step autoreset, so its numbers include
-the ignored-action reset steps.
+the ignored-action reset steps. Last, the floor of one thread: MuJoCo's own step alone for each env in turn.
 """
 import argparse
 import multiprocessing as mp
@@ -17,6 +17,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
@@ -123,6 +124,18 @@ def main():
         envs = envpool.make(args.env_id, env_type="gymnasium", num_envs=args.num_envs, batch_size=args.num_envs, num_threads=2, seed=0)
         results[f"envpool {envpool.__version__}, two threads (next-step autoreset)"] = rate(envs.step, envs.reset, actions)
         envs.close()
+
+    # the floor: MuJoCo's own step (the task's frame skip) for each env in turn, no Python env code, no resets
+    sims = [gym.make(args.env_id).unwrapped for _ in range(args.num_envs)]
+    for i, sim in enumerate(sims):
+        sim.reset(seed=i)
+
+    def step_physics_only(a):
+        for sim, ctrl in zip(sims, a):
+            sim.data.ctrl[:] = ctrl
+            mujoco.mj_step(sim.model, sim.data, nstep=sim.frame_skip)
+
+    results["MuJoCo physics only (mj_step x frame skip), one thread"] = rate(step_physics_only, lambda: None, actions)
 
     base = results["SyncVectorEnv, one thread"]
     print(f"{args.env_id}, {args.num_envs} envs, {args.steps:,} vector steps of random actions, {time.strftime('%Y-%m-%d')}\n")

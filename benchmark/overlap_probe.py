@@ -1,0 +1,120 @@
+"""Would overlapping the PPO update with the next rollout (one iteration of policy lag) make the loop faster here?
+
+    python benchmark/overlap_probe.py --iterations 60 --repeats 2
+
+A throughput probe, not a training script: the PPO loop of ppo_continuous.py (its agent, normalizer, env groups and
+GAE; 16 Walker2d envs x 128 steps, 8 minibatches, 10 epochs), run two ways in alternating order. "serial" is what the
+script does: rollout, then update. "overlap" collects rollout k+1 with the policy from before update k while update k
+runs in a second thread (the behaviour policy lags one update). Prints steps/s of each; no logging, evaluations or
+checkpoints, so the serial rate is the script's loop without them.
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ppo_continuous import Agent, Normalizer, compute_gae, make_envs, reset_envs, step_envs  # noqa: E402
+
+NUM_ENVS, NUM_STEPS, MINIBATCH, EPOCHS = 16, 128, 256, 10
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-id", default="Walker2d-v4")
+    parser.add_argument("--iterations", type=int, default=60, help="PPO iterations per measurement (2048 steps each)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.iterations < 2 or args.repeats < 1:
+        parser.error("--iterations must be at least 2 and --repeats at least 1")
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    for _ in range(args.repeats):
+        for mode in ("serial", "overlap"):
+            print(f"{mode}: {measure(args.env_id, args.iterations, mode):,.0f} steps/s", flush=True)
+
+
+def measure(env_id, iterations, mode):
+    torch.manual_seed(0)
+    env_groups = make_envs(env_id, NUM_ENVS, 2)
+    obs_dim, act_dim = env_groups[0].single_observation_space.shape[0], env_groups[0].single_action_space.shape[0]
+    agent = Agent(obs_dim, act_dim)
+    behaviour = copy.deepcopy(agent)  # the acting copy in overlap mode
+    optimizer = torch.optim.Adam(agent.parameters(), lr=6e-4, eps=1e-5, fused=True)
+    normalizer = Normalizer((obs_dim,), NUM_ENVS, 0.99)
+    env_pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))
+    update_pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))
+    next_obs = [torch.from_numpy(normalizer.obs(reset_envs(env_groups, 0)))]
+
+    def rollout(policy):
+        obs, next_obs_buf = torch.zeros(NUM_STEPS, NUM_ENVS, obs_dim), torch.zeros(NUM_STEPS, NUM_ENVS, obs_dim)
+        actions = torch.zeros(NUM_STEPS, NUM_ENVS, act_dim)
+        logprobs, values, rewards, terminations, dones = (torch.zeros(NUM_STEPS, NUM_ENVS) for _ in range(5))
+        for step in range(NUM_STEPS):
+            obs[step] = next_obs[0]
+            with torch.no_grad():
+                actions[step], logprobs[step], values[step] = policy.act(next_obs[0])
+            raw_obs, raw_reward, term, trunc, raw_next_obs = step_envs(env_groups, np.clip(actions[step].numpy(), -1, 1), env_pool)
+            done = term | trunc
+            rewards[step] = torch.from_numpy(normalizer.reward(raw_reward, done))
+            next_obs[0] = next_obs_buf[step] = torch.from_numpy(normalizer.obs(raw_obs))
+            if done.any():
+                next_obs_buf[step, done] = torch.from_numpy(normalizer.obs(raw_next_obs[done], update=False))
+            terminations[step], dones[step] = torch.from_numpy(term), torch.from_numpy(done)
+        return obs, actions, logprobs, values, rewards, next_obs_buf, terminations, dones
+
+    def update(batch):
+        obs, actions, logprobs, values, rewards, next_obs_buf, terminations, dones = batch
+        with torch.no_grad():
+            next_values = agent.get_value(next_obs_buf)
+        advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, 0.99, 0.95)
+        b_obs, b_actions = obs.reshape(-1, obs_dim), actions.reshape(-1, act_dim)
+        b_logprobs, b_advantages, b_returns, b_values = (x.reshape(-1) for x in (logprobs, advantages, returns, values))
+        for _ in range(EPOCHS):
+            b_inds = torch.randperm(NUM_STEPS * NUM_ENVS)
+            for start in range(0, NUM_STEPS * NUM_ENVS, MINIBATCH):
+                mb = b_inds[start:start + MINIBATCH]
+                newlogprob, _, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():  # the script's per-minibatch statistics
+                    ((ratio - 1) - logratio).mean(), ((ratio - 1.0).abs() > 0.2).float().mean()
+                mb_adv = (b_advantages[mb] - b_advantages[mb].mean()) / (b_advantages[mb].std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 0.8, 1.2)).mean()
+                v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -0.2, 0.2)
+                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                optimizer.zero_grad()
+                (pg_loss + 0.5 * v_loss).backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+                optimizer.step()
+
+    start = time.perf_counter()
+    if mode == "serial":
+        for _ in range(iterations):
+            update(rollout(agent))
+    else:
+        pending = None
+        for _ in range(iterations):
+            batch = rollout(behaviour)
+            if pending is not None:
+                pending.result()
+                behaviour.load_state_dict(agent.state_dict())
+            pending = update_pool.submit(update, batch)
+        pending.result()
+    rate = iterations * NUM_STEPS * NUM_ENVS / (time.perf_counter() - start)
+    env_pool.shutdown()
+    update_pool.shutdown()
+    for g in env_groups:
+        g.close()
+    return rate
+
+
+if __name__ == "__main__":
+    main()
