@@ -3,15 +3,16 @@
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script, default flags
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed.md
 
-Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before and after
-the scripts so drift on a shared machine shows. Each script runs as its own process with default flags; its rate is
+Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before the first
+repeat and after every repeat; each script run is compared with the mean of the two raw measurements around its
+repeat, because the machine's speed drifts by 10-20% within minutes here. Each script runs as its own process with default flags; its rate is
 the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
 and its peak memory is the process's maximum resident set size. The training-loop rate (the run's own `sps`, from
 progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
 creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
 acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
 alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
-median rate of each script and the range of its per-repeat ratio to ppo_continuous.
+median rate of each script and the ranges of its per-repeat ratios to the raw rate and to ppo_continuous.
 """
 import argparse
 import csv
@@ -75,7 +76,7 @@ def main():
 
     if args.steps < 1 or args.repeats < 1 or args.raw_seconds <= 0:
         parser.error("--steps and --repeats must be at least 1 and --raw-seconds positive")
-    raw_before = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
+    raws = [raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)]  # before the first repeat, then after each
     runs = {name: [] for name in args.scripts}  # name -> one dict of measurements per repeat
     with tempfile.TemporaryDirectory() as runs_dir:
         for repeat in range(args.repeats):
@@ -89,19 +90,22 @@ def main():
                     rows = list(csv.DictReader(f))
                 runs[name].append({"sps": args.steps / wall, "rss": rss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
                                    "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows)})
-    raw_after = raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)
-    raw = (raw_before + raw_after) / 2
+            raws.append(raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds))
+            raw_around = (raws[-2] + raws[-1]) / 2
+            for name in args.scripts:
+                measured = runs[name][-1]
+                measured["x_raw"], measured["loop_x_raw"] = measured["sps"] / raw_around, measured["loop_sps"] / raw_around
 
     base = runs.get("ppo_continuous")
     lines = [
         f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores" + (f", extra flags `{args.extra}`" if args.extra else ""),
         "",
-        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process): {raw_before:,.0f} steps/s before, "
-        f"{raw_after:,.0f} after, mean {raw:,.0f}",
+        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), before the first repeat and after each: "
+        + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
         "",
-        "| script | steps/s (whole process, median) | x raw physics | x ppo_continuous (median; range over repeats) | peak RSS MB (max) | wall s (median) "
-        "| training-loop steps/s (median) | loop x raw physics | rollout s / update s (median) |",
+        "| script | steps/s (whole process, median) | x raw physics around it (median; range over repeats) | x ppo_continuous (median; range over repeats) "
+        "| peak RSS MB (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, results in runs.items():
@@ -111,8 +115,9 @@ def main():
             rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
         else:
             rel = "n/a"
-        lines.append(f"| {name} | {median['sps']:,.0f} | {median['sps'] / raw:.2f} | {rel} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
-                     f"| {median['loop_sps']:,.0f} | {median['loop_sps'] / raw:.2f} | {median['rollout']:.1f} / {median['update']:.1f} |")
+        x_raw = f"{median['x_raw']:.2f}" + (f" ({min(r['x_raw'] for r in results):.2f}-{max(r['x_raw'] for r in results):.2f})" if len(results) > 1 else "")
+        lines.append(f"| {name} | {median['sps']:,.0f} | {x_raw} | {rel} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
+                     f"| {median['loop_sps']:,.0f} | {median['loop_x_raw']:.2f} | {median['rollout']:.1f} / {median['update']:.1f} |")
     report = "\n".join(lines)
     print(report)
     if args.out:
