@@ -10,8 +10,8 @@ Runs live in one pool, <runs-root>/<variant>/<env>__<variant>__<seed>__<time>/ (
 are E1's ppo_wm and ppo_wm_aux runs. Finished runs are skipped; a run with a checkpoint that has not reached its steps is
 continued with --resume. A finished or started run is only reused if its config.json matches what the script would now
 run (its Args with the flags; the keys that do not change training are not compared), so a changed default never mixes
-old runs into a new result: the runner stops and says which key differs. A failed run never disappears: the others finish, then each failed command is printed with its
-log path and the runner exits 1.
+old runs into a new result: the runner stops and says which key differs. A failed run never disappears: the others
+finish, then each failed command is printed with its log path and the runner exits 1.
 """
 import argparse
 import csv
@@ -94,15 +94,14 @@ def expected_config(run):
     """The config.json keys a fresh run of this command would write, from the script's own Args and the flags."""
     key = tuple(run["fresh"][1:])
     if key not in _expected_configs:
-        sys.path.insert(0, ROOT)
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)
         args = tyro.cli(importlib.import_module(run["script"]).Args, args=run["fresh"][2:])
         _expected_configs[key] = json.loads(json.dumps(dataclasses.asdict(args)))
     return _expected_configs[key]
 
 
-def check_config(run, run_dir):
-    with open(os.path.join(run_dir, "config.json")) as f:
-        saved = json.load(f)
+def check_config(run, run_dir, saved):
     for k, v in expected_config(run).items():
         if k not in NON_TRAINING_KEYS and saved.get(k) != v:
             raise StaleRun(f"{run_dir} was made with {k}={saved.get(k)!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
@@ -115,9 +114,10 @@ def run_state(run):
     if not dirs:
         return "new", None
     run_dir = dirs[-1]
-    check_config(run, run_dir)
     with open(os.path.join(run_dir, "config.json")) as f:
-        batch = json.load(f)["batch_size"]
+        config = json.load(f)
+    check_config(run, run_dir, config)
+    batch = config["batch_size"]
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     last_step = int(rows[-1]["global_step"]) if rows else 0
