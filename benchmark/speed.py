@@ -5,8 +5,8 @@
 
 Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before the first
 repeat and after every repeat; each script run is compared with the mean of the two raw measurements around its
-repeat, because the machine's speed drifts by 10-20% within minutes here. Each script runs as its own process with default flags; its rate is
-the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
+repeat, because on a shared machine the raw rate moves by 10% or more within minutes. Each script runs as its own
+process with default flags; its rate is the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
 and its peak memory is the process's maximum resident set size. The training-loop rate (the run's own `sps`, from
 progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
 creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
