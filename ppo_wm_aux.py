@@ -278,7 +278,7 @@ class Agent(nn.Module):
         action = self.actor_mean(x) + self.actor_logstd.exp() * noise
         # log_prob(action) written with the noise, (action - mean) / std, that drew it
         logprob = (-0.5 * noise**2 - self.actor_logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
-        return action, logprob, self.get_value(x)
+        return action, logprob
 
     def evaluate(self, x, action):
         entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.actor_logstd).sum(-1).expand(x.shape[0])
@@ -539,7 +539,6 @@ def train(args, argv):
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
     terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
     action_low, action_high = single_action_space.low, single_action_space.high
     action_low_t, action_high_t = torch.as_tensor(action_low, device=device), torch.as_tensor(action_high, device=device)
 
@@ -571,8 +570,8 @@ def train(args, argv):
             x = policy_input(next_obs, encoder)
             obs[step] = x  # stored, so the update sees exactly the inputs the actions were taken with
             with torch.no_grad():
-                action, logprob, value = agent.act(x)
-            actions[step], logprobs[step], values[step] = action, logprob, value
+                action, logprob = agent.act(x)
+            actions[step], logprobs[step] = action, logprob
 
             raw_obs, raw_reward, term, trunc, raw_next_obs = step_envs(env_groups, np.clip(action.cpu().numpy(), action_low, action_high), pool)
             done = term | trunc
@@ -605,7 +604,10 @@ def train(args, argv):
         r_int_scaled = args.alpha * r_int / math.sqrt(intrinsic_return_rms.var + 1e-8)
         rewards += r_int_scaled
 
+        # V of the whole rollout in one batched call: the critic has not changed since the actions were taken,
+        # and one call on the (num_steps, num_envs) batch costs less than a batch-of-num_envs call every step
         with torch.no_grad():
+            values = agent.get_value(obs)
             next_values = agent.get_value(policy_input(next_obs_buf, encoder))
         advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args.gamma, args.gae_lambda)
 

@@ -56,11 +56,11 @@ def measure(env_id, iterations, mode):
     def rollout(policy):
         obs, next_obs_buf = torch.zeros(NUM_STEPS, NUM_ENVS, obs_dim), torch.zeros(NUM_STEPS, NUM_ENVS, obs_dim)
         actions = torch.zeros(NUM_STEPS, NUM_ENVS, act_dim)
-        logprobs, values, rewards, terminations, dones = (torch.zeros(NUM_STEPS, NUM_ENVS) for _ in range(5))
+        logprobs, rewards, terminations, dones = (torch.zeros(NUM_STEPS, NUM_ENVS) for _ in range(4))
         for step in range(NUM_STEPS):
             obs[step] = next_obs[0]
             with torch.no_grad():
-                actions[step], logprobs[step], values[step] = policy.act(next_obs[0])
+                actions[step], logprobs[step] = policy.act(next_obs[0])
             raw_obs, raw_reward, term, trunc, raw_next_obs = step_envs(env_groups, np.clip(actions[step].numpy(), -1, 1), env_pool)
             done = term | trunc
             rewards[step] = torch.from_numpy(normalizer.reward(raw_reward, done))
@@ -68,6 +68,8 @@ def measure(env_id, iterations, mode):
             if done.any():
                 next_obs_buf[step, done] = torch.from_numpy(normalizer.obs(raw_next_obs[done], update=False))
             terminations[step], dones[step] = torch.from_numpy(term), torch.from_numpy(done)
+        with torch.no_grad():
+            values = policy.get_value(obs)
         return obs, actions, logprobs, values, rewards, next_obs_buf, terminations, dones
 
     def update(batch):
