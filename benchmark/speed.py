@@ -12,7 +12,8 @@ progress.csv: steps over the time since the loop started) is shown too; the diff
 creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
 acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
 alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
-median rate of each script and the ranges of its per-repeat ratios to the raw rate and to ppo_continuous.
+median rate of each script and the ranges of its per-repeat ratios to the raw rate and to ppo_continuous. Repeat r
+runs every script with --seed r, so over repeats the ratios average over several trained policies, not one.
 """
 import argparse
 import csv
@@ -81,8 +82,10 @@ def main():
     with tempfile.TemporaryDirectory() as runs_dir:
         for repeat in range(args.repeats):
             for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
+                # repeat r runs --seed r: how often episodes end (resets cost extra) and how the trained policy moves differ
+                # between seeds, so the ratios are not those of one policy
                 cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
-                       "--status-interval", "1e9", *args.extra.split()]
+                       "--status-interval", "1e9", "--seed", str(repeat + 1), *args.extra.split()]
                 before = set(glob.glob(os.path.join(runs_dir, "*")))
                 _, wall, rss = run(cmd)
                 (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
@@ -98,7 +101,7 @@ def main():
 
     base = runs.get("ppo_continuous")
     lines = [
-        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order, "
+        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order (repeat r: --seed r), "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores" + (f", extra flags `{args.extra}`" if args.extra else ""),
         "",
         f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), before the first repeat and after each: "
