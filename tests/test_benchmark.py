@@ -167,3 +167,19 @@ def test_latent_viz_gait_phase_and_decodability():
     assert abs(abs(steps.mean()) - 0.2) < 0.01 and steps.std() < 0.02  # a pure oscillation: the phase turns at 0.2 rad/step
     assert latent_viz.linear_r2(np.stack([np.cos(phase), np.sin(phase)], 1), phase) > 0.99
     assert latent_viz.linear_r2(np.random.default_rng(0).normal(size=(400, 4)), phase) < 0.1
+
+
+def test_rollout_probe_env_split_is_the_same_computation_and_the_pipeline_is_not():
+    # the probe's table reads equal checksums as "same computation": the split of the envs between threads must not
+    # change a single action, while acting per half (own normalization statistics per half) does
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rollout_probe
+
+    agent = rollout_probe.Agent(17, 6)
+    with ThreadPoolExecutor(1) as pool:
+        _, even = rollout_probe.batched("Walker2d-v4", 30, [8, 8], pool, agent)
+        _, uneven = rollout_probe.batched("Walker2d-v4", 30, [10, 6], pool, agent)
+        _, pipelined = rollout_probe.pipelined("Walker2d-v4", 30, pool, agent)
+    assert even == uneven
+    assert pipelined != even
