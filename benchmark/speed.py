@@ -1,6 +1,7 @@
 """Throughput and memory of the three scripts against the raw physics rate, measured side by side in one session.
 
-    python benchmark/speed.py                       # Walker2d-v4, 200k steps per script, default flags
+    python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
+    python benchmark/speed.py --steps 1000000 --repeats 2 --out benchmark/results/speed-1M.md   # the default budget
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed.md
 
 Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before the first
@@ -82,8 +83,6 @@ def main():
     with tempfile.TemporaryDirectory() as runs_dir:
         for repeat in range(args.repeats):
             for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
-                # repeat r runs --seed r: how often episodes end (resets cost extra) and how the trained policy moves differ
-                # between seeds, so the ratios are not those of one policy
                 cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
                        "--status-interval", "1e9", "--seed", str(repeat + 1), *args.extra.split()]
                 before = set(glob.glob(os.path.join(runs_dir, "*")))
