@@ -41,6 +41,29 @@ def main():
             print(f"{mode}: {measure(args.env_id, args.iterations, mode):,.0f} steps/s", flush=True)
 
 
+def ppo_epochs(agent, optimizer, b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values):
+    """The scripts' PPO update on one flattened batch (clipped policy and value losses, the per-minibatch statistics
+    they compute), without logging."""
+    batch_size = b_obs.shape[0]
+    for _ in range(EPOCHS):
+        b_inds = torch.randperm(batch_size)
+        for start in range(0, batch_size, MINIBATCH):
+            mb = b_inds[start:start + MINIBATCH]
+            newlogprob, _, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
+            logratio = newlogprob - b_logprobs[mb]
+            ratio = logratio.exp()
+            with torch.no_grad():  # the script's per-minibatch statistics
+                ((ratio - 1) - logratio).mean(), ((ratio - 1.0).abs() > 0.2).float().mean()
+            mb_adv = (b_advantages[mb] - b_advantages[mb].mean()) / (b_advantages[mb].std() + 1e-8)
+            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 0.8, 1.2)).mean()
+            v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -0.2, 0.2)
+            v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+            optimizer.zero_grad()
+            (pg_loss + 0.5 * v_loss).backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+            optimizer.step()
+
+
 def measure(env_id, iterations, mode):
     torch.manual_seed(0)
     env_groups = make_envs(env_id, NUM_ENVS, 2)
@@ -79,23 +102,7 @@ def measure(env_id, iterations, mode):
         advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, 0.99, 0.95)
         b_obs, b_actions = obs.reshape(-1, obs_dim), actions.reshape(-1, act_dim)
         b_logprobs, b_advantages, b_returns, b_values = (x.reshape(-1) for x in (logprobs, advantages, returns, values))
-        for _ in range(EPOCHS):
-            b_inds = torch.randperm(NUM_STEPS * NUM_ENVS)
-            for start in range(0, NUM_STEPS * NUM_ENVS, MINIBATCH):
-                mb = b_inds[start:start + MINIBATCH]
-                newlogprob, _, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
-                logratio = newlogprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():  # the script's per-minibatch statistics
-                    ((ratio - 1) - logratio).mean(), ((ratio - 1.0).abs() > 0.2).float().mean()
-                mb_adv = (b_advantages[mb] - b_advantages[mb].mean()) / (b_advantages[mb].std() + 1e-8)
-                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 0.8, 1.2)).mean()
-                v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -0.2, 0.2)
-                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
-                optimizer.zero_grad()
-                (pg_loss + 0.5 * v_loss).backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
-                optimizer.step()
+        ppo_epochs(agent, optimizer, b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
 
     start = time.perf_counter()
     if mode == "serial":

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ppo_continuous import Agent, Normalizer, make_env, step_envs  # noqa: E402
+from ppo_continuous import Agent, Normalizer, make_env, reset_envs, step_envs  # noqa: E402
 
 NUM_ENVS = 16
 
@@ -37,8 +37,7 @@ def batched(env_id, steps, sizes, pool, agent):
     groups = env_groups(env_id, sizes)
     low, high = groups[0].single_action_space.low, groups[0].single_action_space.high
     normalizer = Normalizer(groups[0].single_observation_space.shape, NUM_ENVS, 0.99)
-    offsets = np.cumsum([0] + sizes)
-    obs = torch.from_numpy(normalizer.obs(np.concatenate([g.reset(seed=int(o))[0] for g, o in zip(groups, offsets)])))
+    obs = torch.from_numpy(normalizer.obs(reset_envs(groups, seed=0)))
     torch.manual_seed(0)
     checksum, start = 0.0, time.perf_counter()
     for _ in range(steps):

@@ -5,10 +5,10 @@
 
 Uses the scripts' own Agent, Encoder, Dynamics, train_world_model, policy_input and latent_stats on random data of
 the default sizes (batch 2048, 10 epochs x 8 minibatches for PPO, 2 epochs x 4 minibatches for the world model). The
-PPO update here is the scripts' loss without logging. Pieces: the PPO update on 17-wide inputs (ppo_continuous) and
-on 49-wide inputs [obs, z] (ppo_wm); the world-model update alone; the PPO update with the world-model update in a
-second thread, as ppo_wm.py runs them; the per-iteration extras (encoder on the batch's next observations, latent
-diagnostics); and, per policy step, the encoder at batch 16.
+PPO update is overlap_probe.py's: the scripts' losses without logging. Pieces: the PPO update on 17-wide inputs
+(ppo_continuous) and on 49-wide inputs [obs, z] (ppo_wm); the world-model update alone; the PPO update with the
+world-model update in a second thread, as ppo_wm.py runs them; the per-iteration extras (encoder on the batch's next
+observations, latent diagnostics); and, per policy step, the encoder at batch 16.
 """
 import argparse
 import os
@@ -18,29 +18,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from overlap_probe import ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from ppo_wm import Agent, policy_input, train_world_model  # noqa: E402
 from wm_common import Dynamics, Encoder, latent_stats  # noqa: E402
 
 OBS_DIM, ACT_DIM, Z_DIM, BATCH = 17, 6, 32, 2048
-
-
-def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_advantages, b_returns, epochs=10, minibatch_size=256):
-    for _ in range(epochs):
-        b_inds = torch.randperm(BATCH)
-        for start in range(0, BATCH, minibatch_size):
-            mb = b_inds[start : start + minibatch_size]
-            newlogprob, _, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
-            ratio = (newlogprob - b_logprobs[mb]).exp()
-            adv = b_advantages[mb]
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            loss = torch.max(-adv * ratio, -adv * ratio.clamp(0.8, 1.2)).mean() + 0.25 * ((newvalue - b_returns[mb]) ** 2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
-            optimizer.step()
 
 
 def ms(fn):
@@ -63,14 +47,14 @@ def main():
     agents = {width: Agent(width, ACT_DIM) for width in (OBS_DIM, OBS_DIM + Z_DIM)}
     optimizers = {width: torch.optim.Adam(a.parameters(), lr=6e-4, eps=1e-5, fused=True) for width, a in agents.items()}
     obs, next_obs, actions = torch.randn(BATCH, OBS_DIM), torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1
-    rest = (actions, torch.randn(BATCH) - 8, torch.randn(BATCH), torch.randn(BATCH))
+    rest = (actions, torch.randn(BATCH) - 8, torch.randn(BATCH), torch.randn(BATCH), torch.randn(BATCH))  # logprobs, adv, returns, values
     inputs = {OBS_DIM: obs, OBS_DIM + Z_DIM: policy_input(obs, encoder)}
 
     def world_model():
         train_world_model(encoder, dynamics, wm_optimizer, obs, actions, next_obs, [torch.randperm(BATCH) for _ in range(2)], BATCH // 4)
 
     def ppo(width):
-        return lambda: ppo_update(agents[width], optimizers[width], inputs[width], *rest)
+        return lambda: ppo_epochs(agents[width], optimizers[width], inputs[width], *rest)
 
     def ppo_with_world_model_in_thread():
         wm_update = pool.submit(world_model)
