@@ -1,6 +1,7 @@
 # PPO for continuous control on Gymnasium MuJoCo tasks, CleanRL-style, correct on gymnasium 1.x.
 # World-model variant: actor and critic see [normalized obs, z], z from a world model trained online (wm_common.py).
 # One file, read top to bottom. Differences from CleanRL's ppo_continuous_action.py are listed in README.md.
+import atexit
 import csv
 import dataclasses
 import json
@@ -20,6 +21,7 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.multiprocessing as mp
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -298,6 +300,36 @@ def train_world_model(encoder, dynamics, wm_optimizer, b_obs, b_actions, b_next_
     return wm_loss.detach(), wm_latent_loss.detach(), wm_obs_loss.detach()
 
 
+def world_model_process(conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, action_low, action_high, minibatch_size, torch_threads):
+    """Trains the world model in a child process, one request per rollout. In a second thread it would contend with the
+    PPO update for the GIL (benchmark/wm_cost_probe.py: the update then took 13 ms longer per iteration; in a process, no
+    longer). encoder, dynamics and the rollout buffers are in shared memory, shared with the trainer: the pipe carries
+    each iteration's shuffles and losses, and the optimizer's state, which lives here, when the trainer checkpoints."""
+    torch.set_num_threads(torch_threads)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # Ctrl-C and Slurm signal every process: the trainer finishes its iteration, then closes the pipe
+    obs_dim, act_dim = next_obs.shape[-1], actions.shape[-1]
+    try:
+        for request, perms in iter(conn.recv, None):
+            if request == "state":
+                conn.send(wm_optimizer.state_dict())
+                continue
+            losses = train_world_model(
+                encoder, dynamics, wm_optimizer, obs[..., :obs_dim].reshape((-1, obs_dim)), actions.reshape((-1, act_dim)).clamp(action_low, action_high),
+                next_obs.reshape((-1, obs_dim)), torch.from_numpy(perms).to(obs.device), minibatch_size,
+            )
+            conn.send([loss.item() for loss in losses])
+    except (EOFError, OSError):
+        pass  # the trainer has exited
+
+
+def receive(conn):
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        raise RuntimeError("the world-model process died (its error is printed above)") from None
+
+
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
     """GAE over a (num_steps, num_envs) rollout. next_values[t] is V of the true next state of transition t, so a
     truncated episode bootstraps from its final observation; a terminated one does not; the sum stops at any end."""
@@ -534,6 +566,20 @@ def train(args, argv):
     action_low, action_high = single_action_space.low, single_action_space.high
     action_low_t, action_high_t = torch.as_tensor(action_low, device=device), torch.as_tensor(action_high, device=device)
 
+    # the world model trains in a child process (world_model_process), on these buffers and weights in shared memory
+    wm_conn, child_conn = mp.Pipe()
+    wm_process = mp.get_context("spawn").Process(target=world_model_process, args=(
+        child_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs_buf, action_low_t, action_high_t,
+        args.batch_size // args.wm_num_minibatches, args.torch_threads,
+    ))
+    wm_process.start()
+    child_conn.close()  # so that a crash of the child ends our reads with an error instead of a hang
+    atexit.register(wm_conn.close)  # however this process exits, the child sees the pipe close and exits too
+
+    def fetch_wm_optimizer_state():  # the world model's optimizer steps in the child: its state is copied here to checkpoint it
+        wm_conn.send(("state", None))
+        wm_optimizer.load_state_dict(receive(wm_conn))
+
     stop_signal = []
 
     def request_stop(signum, frame):
@@ -600,14 +646,12 @@ def train(args, argv):
 
         # World model: minibatch SGD on this rollout's transitions (executed, i.e. clipped, actions; true next obs). It needs
         # nothing from the PPO update (the policy's z were stored at rollout time) and the update needs nothing from it, so it
-        # runs in a second thread on the core the update leaves idle. Both updates' shuffles are drawn here, in the order a
-        # serial run draws them (PPO's epochs, then the world model's), so the run does not depend on thread timing.
+        # runs in the child process, on the core the update leaves idle, while this process updates PPO; nothing here reads the
+        # world model until its losses come back. Both updates' shuffles are drawn here, in the order a serial run draws them
+        # (PPO's epochs, then the world model's), so the run does not depend on timing.
         ppo_perms = [torch.randperm(args.batch_size, device=device) for _ in range(args.update_epochs)]
         wm_perms = [torch.randperm(args.batch_size, device=device) for _ in range(args.wm_epochs)]
-        wm_update = pool.submit(
-            train_world_model, encoder, dynamics, wm_optimizer, obs[..., :obs_dim].reshape((-1, obs_dim)),
-            b_actions.clamp(action_low_t, action_high_t), next_obs_buf.reshape((-1, obs_dim)), wm_perms, args.batch_size // args.wm_num_minibatches,
-        )
+        wm_conn.send(("train", torch.stack(wm_perms).cpu().numpy()))  # a tensor would go through shared memory: 1 ms, an array 0.2
 
         # Optimizing the policy and value network
         clipfracs, first_ratio_dev = [], None
@@ -654,7 +698,7 @@ def train(args, argv):
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
-        wm_loss, wm_latent_loss, wm_obs_loss = wm_update.result()
+        wm_loss, wm_latent_loss, wm_obs_loss = receive(wm_conn)
         z_effective_rank, z_std = latent_stats(obs[..., obs_dim:].reshape((-1, args.z_dim)))
 
         rollout_time, update_time = update_start - rollout_start, time.time() - update_start
@@ -680,9 +724,9 @@ def train(args, argv):
         writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
-        writer.add_scalar("wm/loss", wm_loss.item(), global_step)
-        writer.add_scalar("wm/latent_loss", wm_latent_loss.item(), global_step)
-        writer.add_scalar("wm/obs_loss", wm_obs_loss.item(), global_step)
+        writer.add_scalar("wm/loss", wm_loss, global_step)
+        writer.add_scalar("wm/latent_loss", wm_latent_loss, global_step)
+        writer.add_scalar("wm/obs_loss", wm_obs_loss, global_step)
         writer.add_scalar("wm/z_effective_rank", z_effective_rank, global_step)
         writer.add_scalar("wm/z_std", z_std, global_step)
 
@@ -701,6 +745,7 @@ def train(args, argv):
             writer.add_scalar("charts/eval_return", eval_return, global_step)
             if counters["best_eval_return"] is None or eval_return > counters["best_eval_return"]:
                 counters["best_eval_return"] = eval_return
+                fetch_wm_optimizer_state()
                 save_atomic(checkpoint_state(args, parts, counters), os.path.join(run_dir, "best.pt"))
 
         log.row({
@@ -713,7 +758,7 @@ def train(args, argv):
             "learning_rate": optimizer.param_groups[0]["lr"], "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "clipfrac": torch.stack(clipfracs).mean().item(),
             "explained_variance": explained_var, "first_ratio_dev": first_ratio_dev,
-            "wm_loss": wm_loss.item(), "wm_latent_loss": wm_latent_loss.item(), "wm_obs_loss": wm_obs_loss.item(),
+            "wm_loss": wm_loss, "wm_latent_loss": wm_latent_loss, "wm_obs_loss": wm_obs_loss,
             "z_effective_rank": z_effective_rank, "z_std": z_std,
         })
         log.console(
@@ -724,6 +769,7 @@ def train(args, argv):
 
         if iteration % args.checkpoint_interval == 0 or last_iteration or stop_signal:
             writer.flush()
+            fetch_wm_optimizer_state()
             save_atomic(checkpoint_state(args, parts, counters), os.path.join(run_dir, "checkpoint.pt"))
         if stop_signal:
             print(f"\nstopped by signal {stop_signal[0]} at step {global_step:,}; continue with: python {SCRIPT}.py --resume {run_dir}", file=sys.stderr)
@@ -732,6 +778,8 @@ def train(args, argv):
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     pool.shutdown()
+    wm_conn.send(None)
+    wm_process.join()
     for g in env_groups:
         g.close()
     writer.close()

@@ -45,9 +45,10 @@ def world_model_loss(encoder, dynamics, obs, action, next_obs):
 
 
 @torch.no_grad()
-def intrinsic_reward(encoder, dynamics, obs, action, next_obs):
-    """Per-transition latent prediction error, the curiosity signal (batched over a whole rollout)."""
-    return ((dynamics(encoder(obs), action) - encoder(next_obs)) ** 2).mean(-1)
+def intrinsic_reward(dynamics, z, action, z_next):
+    """Per-transition latent prediction error, the curiosity signal (batched over a whole rollout), from the latents
+    z = encoder(obs) and z_next = encoder(next_obs), which the caller has computed already for the policy."""
+    return ((dynamics(z, action) - z_next) ** 2).mean(-1)
 
 
 @torch.no_grad()

@@ -7,10 +7,12 @@ Uses the scripts' own Agent, Encoder, Dynamics, train_world_model, policy_input 
 the default sizes (batch 2048, 10 epochs x 8 minibatches for PPO, 2 epochs x 4 minibatches for the world model). The
 PPO update is overlap_probe.py's: the scripts' losses without logging. Pieces: the PPO update on 17-wide inputs
 (ppo_continuous) and on 49-wide inputs [obs, z] (ppo_wm); the world-model update alone; the PPO update with the
-world-model update in a second thread, as ppo_wm.py runs them; the per-iteration extras (encoder on the batch's next
-observations, latent diagnostics); and, per policy step, the encoder at batch 16.
+world-model update in a second thread (how the scripts ran it before) and in a child process (ppo_wm.py's own
+world_model_process, how they run it now); the per-iteration extras (encoder on the batch's next observations, latent
+diagnostics); and, per policy step, the encoder at batch 16.
 """
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -21,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from overlap_probe import ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
-from ppo_wm import Agent, policy_input, train_world_model  # noqa: E402
+from ppo_wm import Agent, policy_input, receive, train_world_model, world_model_process  # noqa: E402
 from wm_common import Dynamics, Encoder, latent_stats  # noqa: E402
 
 OBS_DIM, ACT_DIM, Z_DIM, BATCH = 17, 6, 32, 2048
@@ -61,6 +63,17 @@ def main():
         ppo(OBS_DIM + Z_DIM)()
         wm_update.result()
 
+    conn, child_conn = multiprocessing.Pipe()
+    child = multiprocessing.get_context("spawn").Process(target=world_model_process, args=(
+        child_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, torch.tensor(-1.0), torch.tensor(1.0), BATCH // 4, 1,
+    ))
+    child.start()
+
+    def ppo_with_world_model_in_process():
+        conn.send(("train", torch.stack([torch.randperm(BATCH) for _ in range(2)]).numpy()))
+        ppo(OBS_DIM + Z_DIM)()
+        receive(conn)
+
     def extras():
         policy_input(next_obs, encoder)
         latent_stats(inputs[OBS_DIM + Z_DIM][:, OBS_DIM:])
@@ -74,7 +87,8 @@ def main():
         "PPO update, 17-wide input (ppo_continuous)": ppo(OBS_DIM),
         "PPO update, 49-wide input [obs, z] (ppo_wm)": ppo(OBS_DIM + Z_DIM),
         "world-model update alone": world_model,
-        "PPO update (49-wide) with the world-model update in a second thread (ppo_wm)": ppo_with_world_model_in_thread,
+        "PPO update (49-wide) with the world-model update in a second thread (before)": ppo_with_world_model_in_thread,
+        "PPO update (49-wide) with the world-model update in a child process (ppo_wm)": ppo_with_world_model_in_process,
         "encoder on the batch's next obs + latent diagnostics": extras,
         "encoder at batch 16, per policy step, x 1000": encoder_per_step,
     }
@@ -82,6 +96,8 @@ def main():
     for _ in range(args.repeats):
         for name, fn in pieces.items():
             times[name].append(ms(fn))
+    conn.send(None)
+    child.join()
     print(f"medians of {args.repeats} repeats, {time.strftime('%Y-%m-%d %H:%M')}\n\n| piece | ms |\n|---|---|")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):.1f} |")

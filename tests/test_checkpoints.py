@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,46 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     rows = read_progress(run_dir)
     assert 2 <= ckpt["counters"]["iteration"] < 400 and int(rows[-1]["iteration"]) == ckpt["counters"]["iteration"]
+
+
+def test_ctrl_c_to_the_process_group_checkpoints_the_world_model_process_too(tmp_path):
+    # Ctrl-C (and Slurm's SIGTERM) reach every process of the group, the world-model process too: it must carry on until
+    # the trainer has finished its iteration and fetched the world model's optimizer state for the checkpoint, then exit
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "ppo_wm_aux.py"), *TINY, "--runs-dir", str(runs), "--total-timesteps", str(400 * BATCH),
+           "--checkpoint-interval", "1000", "--eval-interval", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        progress = list(runs.glob("*/progress.csv"))
+        if progress and len(progress[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert live_processes_of_group(proc.pid) == []  # the world-model process (and multiprocessing's helper) exited too
+    (run_dir,) = runs.iterdir()
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    iterations = ckpt["counters"]["iteration"]
+    assert 2 <= iterations < 400 and int(read_progress(run_dir)[-1]["iteration"]) == iterations
+    # the optimizer state is the child's, current to the last iteration: 2 epochs x 4 minibatches of Adam steps per iteration
+    steps = {float(state["step"]) for state in ckpt["wm_optimizer"]["state"].values()}
+    assert steps == {8.0 * iterations}
+
+
+def live_processes_of_group(pgid, wait=10.0):
+    """PIDs of the group's processes that have not exited (zombies excluded), after waiting up to `wait` s for them."""
+    deadline = time.time() + wait
+    while True:
+        live = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                live.append(int(stat.parent.name))
+        if not live or time.time() > deadline:
+            return live
+        time.sleep(0.2)

@@ -1,7 +1,7 @@
 """Short end-to-end runs: outputs, PPO invariants, reproducibility, --alpha 0, evaluation, video and snapshots."""
 import json
 import math
-from concurrent.futures import Future
+import multiprocessing
 
 import pytest
 import torch
@@ -82,30 +82,45 @@ def test_evaluations_do_not_change_training(name, tmp_path, finished_runs):
     assert [{k: v for k, v in r.items() if k not in ignored} for r in without] == [{k: v for k, v in r.items() if k not in ignored} for r in with_evals]
 
 
-class SerialExecutor:
-    """Runs submitted work at once in the calling thread: the reference for the threaded world-model update."""
+class WaitingConnection:
+    """The trainer's end of the pipe to the world-model process, waiting after each request until the reply has come:
+    the world model then trains strictly before the PPO update instead of during it. The serial reference."""
 
-    def __init__(self, max_workers=None, initializer=None, initargs=()):
-        pass
+    def __init__(self, conn):
+        self.conn = conn
 
-    def submit(self, fn, *args):
-        future = Future()
-        future.set_result(fn(*args))
-        return future
+    def send(self, message):
+        self.conn.send(message)
+        if message is not None:
+            self.conn.poll(None)
 
-    def shutdown(self, wait=True):
-        pass
+    def recv(self):
+        return self.conn.recv()
+
+    def close(self):
+        self.conn.close()
 
 
 @pytest.mark.parametrize("name", ["ppo_wm", "ppo_wm_aux"])
-def test_world_model_update_in_a_thread_equals_serial_update(name, tmp_path, finished_runs, monkeypatch):
-    # the WM trains in the pool's thread while PPO updates in the main thread: no shared state may race
-    monkeypatch.setattr(script(name), "ThreadPoolExecutor", SerialExecutor)
+def test_world_model_process_concurrent_with_ppo_update_equals_serial_update(name, tmp_path, finished_runs, monkeypatch):
+    # the WM trains in a child process while PPO updates: nothing the trainer reads or writes meanwhile may race with it
+    def serial_pipe():
+        trainer_end, child_end = multiprocessing.Pipe()
+        return WaitingConnection(trainer_end), child_end
+
+    monkeypatch.setattr(script(name).mp, "Pipe", serial_pipe)
     serial = read_progress(train(name, tmp_path, "--total-timesteps", 3 * BATCH))
-    threaded = read_progress(finished_runs[name])
+    concurrent = read_progress(finished_runs[name])
     timing = script(name).TIMING_COLUMNS
-    assert [{k: v for k, v in r.items() if k not in timing} for r in serial] == [{k: v for k, v in r.items() if k not in timing} for r in threaded]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in serial] == [{k: v for k, v in r.items() if k not in timing} for r in concurrent]
     assert float(serial[-1]["wm_loss"]) > 0
+
+
+def test_a_dead_world_model_process_is_an_error_not_a_hang():
+    trainer_end, child_end = multiprocessing.Pipe()
+    child_end.close()
+    with pytest.raises(RuntimeError, match="world-model process died"):
+        script("ppo_wm").receive(trainer_end)
 
 
 def test_alpha_zero_reproduces_ppo_wm(tmp_path, finished_runs):
