@@ -300,11 +300,12 @@ def train_world_model(encoder, dynamics, wm_optimizer, b_obs, b_actions, b_next_
     return wm_loss.detach(), wm_latent_loss.detach(), wm_obs_loss.detach()
 
 
-def world_model_process(conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, action_low, action_high, minibatch_size, torch_threads):
+def world_model_process(conn, trainer_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, action_low, action_high, minibatch_size, torch_threads):
     """Trains the world model in a child process, one request per rollout. In a second thread it would contend with the
     PPO update for the GIL (benchmark/wm_cost_probe.py: the update then took 13 ms longer per iteration; in a process, no
     longer). encoder, dynamics and the rollout buffers are in shared memory, shared with the trainer: the pipe carries
     each iteration's shuffles and losses, and the optimizer's state, which lives here, when the trainer checkpoints."""
+    trainer_conn.close()  # the trainer's end, inherited by a fork: closed, so that the trainer's exit ends our reads
     torch.set_num_threads(torch_threads)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # Ctrl-C and Slurm signal every process: the trainer finishes its iteration, then closes the pipe
@@ -566,10 +567,14 @@ def train(args, argv):
     action_low, action_high = single_action_space.low, single_action_space.high
     action_low_t, action_high_t = torch.as_tensor(action_low, device=device), torch.as_tensor(action_high, device=device)
 
-    # the world model trains in a child process (world_model_process), on these buffers and weights in shared memory
+    # the world model trains in a child process (world_model_process), on these buffers and weights in shared memory.
+    # Forked where possible: the child then shares this process's pages (torch alone is 220 MB); CUDA and macOS need spawn.
+    for shared in (obs, actions, next_obs_buf, encoder, dynamics):
+        shared.share_memory_() if torch.is_tensor(shared) else shared.share_memory()
     wm_conn, child_conn = mp.Pipe()
-    wm_process = mp.get_context("spawn").Process(target=world_model_process, args=(
-        child_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs_buf, action_low_t, action_high_t,
+    start_method = "fork" if sys.platform.startswith("linux") and device.type == "cpu" else "spawn"
+    wm_process = mp.get_context(start_method).Process(target=world_model_process, args=(
+        child_conn, wm_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs_buf, action_low_t, action_high_t,
         args.batch_size // args.wm_num_minibatches, args.torch_threads,
     ))
     wm_process.start()

@@ -8,7 +8,9 @@ Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one
 repeat and after every repeat; each script run is compared with the mean of the two raw measurements around its
 repeat, because on a shared machine the raw rate moves by 10% or more within minutes. Each script runs as its own
 process with default flags; its rate is the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
-and its peak memory is the process's maximum resident set size. The training-loop rate (the run's own `sps`, from
+and its peak memory is the largest sum, sampled every 0.5 s, of the proportional set size (PSS) of the process and its
+children (the world-model scripts train the world model in a forked child process; PSS counts the pages they share
+once), next to the main process's maximum resident set size (RSS). The training-loop rate (the run's own `sps`, from
 progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
 creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
 acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
@@ -47,20 +49,54 @@ print(steps / (time.perf_counter() - start))
 """
 
 
-def run(cmd):
-    """Runs a command; returns (stdout, wall seconds, peak RSS in MB)."""
+def tree_pss_mb(pid):
+    """Proportional set size of a process and all its descendants, in MB (Linux; None elsewhere). PSS splits each shared
+    page between the processes that map it, so a forked child's shared pages are not counted twice, as RSS would."""
+    parents = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                parents[int(stat.split("/")[2])] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            pass  # exited meanwhile
+    tree, total = {pid}, 0
+    for p in sorted(parents):  # children have larger pids than their parents except after pid wrap-around; good enough here
+        if parents[p] in tree:
+            tree.add(p)
+    for p in tree:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024 if os.path.exists("/proc/self/smaps_rollup") else None
+
+
+def run(cmd, sample_seconds=0.5):
+    """Runs a command; returns (stdout, wall seconds, peak RSS of the process in MB, peak PSS of its process tree in MB,
+    sampled every sample_seconds). Output goes to temporary files, so a full pipe never blocks the run."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=ROOT)
+        peak_pss = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            pss = tree_pss_mb(proc.pid)
+            peak_pss = None if pss is None else max(peak_pss, pss)
+            time.sleep(sample_seconds)
+        wall = time.perf_counter() - start
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"speed.py: error: {' '.join(cmd)} failed:\n{err[-2000:]}")
-    return out, wall, usage.ru_maxrss / 1024
+    return out, wall, usage.ru_maxrss / 1024, peak_pss
 
 
 def raw_rate(env_id, num_envs, seconds):
-    out, _, _ = run([sys.executable, "-c", RAW, env_id, str(num_envs), str(seconds)])
+    out, *_ = run([sys.executable, "-c", RAW, env_id, str(num_envs), str(seconds)])
     return float(out.strip().splitlines()[-1])
 
 
@@ -86,11 +122,11 @@ def main():
                 cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
                        "--status-interval", "1e9", "--seed", str(repeat + 1), *args.extra.split()]
                 before = set(glob.glob(os.path.join(runs_dir, "*")))
-                _, wall, rss = run(cmd)
+                _, wall, rss, pss = run(cmd)
                 (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
                 with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
                     rows = list(csv.DictReader(f))
-                runs[name].append({"sps": args.steps / wall, "rss": rss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
+                runs[name].append({"sps": args.steps / wall, "rss": rss, "pss": pss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
                                    "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows)})
             raws.append(raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds))
             raw_around = (raws[-2] + raws[-1]) / 2
@@ -107,18 +143,19 @@ def main():
         + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
         "",
         "| script | steps/s (whole process, median) | x raw physics around it (median; range over repeats) | x ppo_continuous (median; range over repeats) "
-        "| peak RSS MB (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peak memory MB, all its processes (PSS; max) | peak RSS MB, main process (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, results in runs.items():
-        median = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        median = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "pss"}
+        pss = "n/a" if None in [r["pss"] for r in results] else f"{max(r['pss'] for r in results):.0f}"
         if base:
             ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]
             rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
         else:
             rel = "n/a"
         x_raw = f"{median['x_raw']:.2f}" + (f" ({min(r['x_raw'] for r in results):.2f}-{max(r['x_raw'] for r in results):.2f})" if len(results) > 1 else "")
-        lines.append(f"| {name} | {median['sps']:,.0f} | {x_raw} | {rel} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
+        lines.append(f"| {name} | {median['sps']:,.0f} | {x_raw} | {rel} | {pss} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
                      f"| {median['loop_sps']:,.0f} | {median['loop_x_raw']:.2f} | {median['rollout']:.1f} / {median['update']:.1f} |")
     report = "\n".join(lines)
     print(report)
