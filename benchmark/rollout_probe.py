@@ -32,11 +32,14 @@ def env_groups(env_id, sizes):
     return [gym.vector.SyncVectorEnv([make_env(env_id)] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP) for n in sizes]
 
 
-def batched(env_id, steps, sizes, pool, agent):
-    """The scripts' rollout: one forward pass for all envs, then the groups step in parallel threads."""
+def batched(env_id, steps, sizes, pool, agent, normalizer_state=None):
+    """The scripts' rollout: one forward pass for all envs, then the groups step in parallel threads. normalizer_state:
+    a trained agent's normalization statistics (a checkpoint's "normalizer"), fresh ones if None."""
     groups = env_groups(env_id, sizes)
     low, high = groups[0].single_action_space.low, groups[0].single_action_space.high
     normalizer = Normalizer(groups[0].single_observation_space.shape, NUM_ENVS, 0.99)
+    if normalizer_state is not None:
+        normalizer.load_state_dict(normalizer_state)
     obs = torch.from_numpy(normalizer.obs(reset_envs(groups, seed=0)))
     torch.manual_seed(0)
     checksum, start = 0.0, time.perf_counter()

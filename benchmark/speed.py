@@ -16,7 +16,8 @@ creation), which a 1M-step run pays once; the run's rollout_time and update_time
 acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
 alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
 median rate of each script and the ranges of its per-repeat ratios to the raw rate and to ppo_continuous. Repeat r
-runs every script with --seed r, so over repeats the ratios average over several trained policies, not one.
+(from 1) runs every script with --seed r (--first-seed shifts them), so over repeats the ratios average over several
+trained policies, not one: what a policy learns to do changes the cost of simulating it (benchmark/policy_cost_probe.py).
 """
 import argparse
 import csv
@@ -107,6 +108,7 @@ def main():
     parser.add_argument("--raw-seconds", type=float, default=15.0, help="seconds of each raw-physics measurement")
     parser.add_argument("--raw-num-envs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each script, in alternating order")
+    parser.add_argument("--first-seed", type=int, default=1, help="repeat r runs --seed first_seed + r (r from 0)")
     parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS)
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
     parser.add_argument("--out", help="also write the table as Markdown to this file")
@@ -120,7 +122,7 @@ def main():
         for repeat in range(args.repeats):
             for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
                 cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
-                       "--status-interval", "1e9", "--seed", str(repeat + 1), *args.extra.split()]
+                       "--status-interval", "1e9", "--seed", str(args.first_seed + repeat), *args.extra.split()]
                 before = set(glob.glob(os.path.join(runs_dir, "*")))
                 _, wall, rss, pss = run(cmd)
                 (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
@@ -136,7 +138,7 @@ def main():
 
     base = runs.get("ppo_continuous")
     lines = [
-        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order (repeat r: --seed r), "
+        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order (seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores" + (f", extra flags `{args.extra}`" if args.extra else ""),
         "",
         f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), before the first repeat and after each: "

@@ -65,7 +65,7 @@ def main():
 
     conn, child_conn = multiprocessing.Pipe()
     child = multiprocessing.get_context("spawn").Process(target=world_model_process, args=(
-        child_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, torch.tensor(-1.0), torch.tensor(1.0), BATCH // 4, 1,
+        child_conn, conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, torch.tensor(-1.0), torch.tensor(1.0), BATCH // 4, 1,
     ))
     child.start()
 

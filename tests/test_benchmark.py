@@ -183,3 +183,30 @@ def test_rollout_probe_env_split_is_the_same_computation_and_the_pipeline_is_not
         _, pipelined = rollout_probe.pipelined("Walker2d-v4", 30, pool, agent)
     assert even == uneven
     assert pipelined != even
+
+
+def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_runs, monkeypatch, capsys):
+    # rows 1 and 2 must take the same actions (the encoder's output is discarded), row 3 the world-model agent's own
+    import policy_cost_probe
+
+    monkeypatch.setattr(sys, "argv", ["policy_cost_probe.py", str(finished_runs["ppo_continuous"] / "checkpoint.pt"),
+                                      str(finished_runs["ppo_wm"] / "checkpoint.pt"), "--steps", "20", "--rounds", "1"])
+    policy_cost_probe.main()
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "rollout" not in line]
+    checksums = [float(row[4]) for row in rows]
+    assert len(rows) == 3 and checksums[0] == checksums[1] != checksums[2]
+    # a checkpoint of the wrong script is a one-line error
+    monkeypatch.setattr(sys, "argv", ["policy_cost_probe.py", str(finished_runs["ppo_wm"] / "checkpoint.pt"), str(finished_runs["ppo_wm"] / "checkpoint.pt")])
+    with pytest.raises(SystemExit, match="written by ppo_wm.py, not ppo_continuous.py"):
+        policy_cost_probe.main()
+
+
+def test_wm_cost_probe_runs_the_scripts_world_model_process(monkeypatch, capsys):
+    # the probe drives ppo_wm.py's own world_model_process: a change of its signature must show here, not in a benchmark
+    import wm_cost_probe
+
+    monkeypatch.setattr(sys, "argv", ["wm_cost_probe.py", "--repeats", "1"])
+    wm_cost_probe.main()
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "piece" not in line}
+    assert len(rows) == 7 and all(ms > 0 for ms in rows.values())
+    assert "PPO update (49-wide) with the world-model update in a child process (ppo_wm)" in rows
