@@ -302,8 +302,8 @@ def train_world_model(encoder, dynamics, wm_optimizer, b_obs, b_actions, b_next_
 
 def world_model_process(conn, trainer_conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, action_low, action_high, minibatch_size, torch_threads):
     """Trains the world model in a child process, one request per rollout. In a second thread it would contend with the
-    PPO update for the GIL (benchmark/wm_cost_probe.py: the update then took 13 ms longer per iteration; in a process, no
-    longer). encoder, dynamics and the rollout buffers are in shared memory, shared with the trainer: the pipe carries
+    PPO update for the GIL (benchmark/wm_cost_probe.py: the update then took 11-19 ms longer per iteration; next to a
+    process, 1-3 ms). encoder, dynamics and the rollout buffers are in shared memory, shared with the trainer: the pipe carries
     each iteration's shuffles and losses, and the optimizer's state, which lives here, when the trainer checkpoints."""
     trainer_conn.close()  # the trainer's end, inherited by a fork: closed, so that the trainer's exit ends our reads
     torch.set_num_threads(torch_threads)

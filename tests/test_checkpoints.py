@@ -130,12 +130,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
     cmd = [sys.executable, str(ROOT / "ppo_continuous.py"), *TINY, "--runs-dir", str(runs), "--total-timesteps", str(400 * BATCH),
            "--checkpoint-interval", "1000", "--eval-interval", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        progress = list(runs.glob("*/progress.csv"))
-        if progress and len(progress[0].read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.2)
+    wait_for_progress_rows(runs, 2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -153,12 +148,7 @@ def test_ctrl_c_to_the_process_group_checkpoints_the_world_model_process_too(tmp
     cmd = [sys.executable, str(ROOT / "ppo_wm_aux.py"), *TINY, "--runs-dir", str(runs), "--total-timesteps", str(400 * BATCH),
            "--checkpoint-interval", "1000", "--eval-interval", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        progress = list(runs.glob("*/progress.csv"))
-        if progress and len(progress[0].read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.2)
+    wait_for_progress_rows(runs, 2)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT, err
@@ -186,4 +176,14 @@ def live_processes_of_group(pgid, wait=10.0):
                 live.append(int(stat.parent.name))
         if not live or time.time() > deadline:
             return live
+        time.sleep(0.2)
+
+
+def wait_for_progress_rows(runs, rows, timeout=120):
+    """Waits until the single run under runs has logged `rows` iterations to progress.csv (or the timeout passes)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        progress = list(runs.glob("*/progress.csv"))
+        if progress and len(progress[0].read_text().splitlines()) >= rows + 1:  # + the header
+            return
         time.sleep(0.2)
