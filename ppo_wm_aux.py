@@ -577,8 +577,10 @@ def train(args, argv):
 
     # the world model trains in a child process (world_model_process), on these buffers and weights in shared memory.
     # Forked where possible: the child then shares this process's pages (torch alone is 220 MB); CUDA and macOS need spawn.
-    for shared in (obs, actions, next_obs_buf, encoder, dynamics):
-        shared.share_memory_() if torch.is_tensor(shared) else shared.share_memory()
+    for buffer in (obs, actions, next_obs_buf):
+        buffer.share_memory_()
+    encoder.share_memory()
+    dynamics.share_memory()
     wm_conn, child_conn = mp.Pipe()
     start_method = "fork" if sys.platform.startswith("linux") and device.type == "cpu" else "spawn"
     wm_process = mp.get_context(start_method).Process(target=world_model_process, args=(
@@ -679,7 +681,7 @@ def train(args, argv):
         # (PPO's epochs, then the world model's), so the run does not depend on timing.
         ppo_perms = [torch.randperm(args.batch_size, device=device) for _ in range(args.update_epochs)]
         wm_perms = [torch.randperm(args.batch_size, device=device) for _ in range(args.wm_epochs)]
-        wm_conn.send(("train", torch.stack(wm_perms).cpu().numpy()))  # a tensor would go through shared memory: 1 ms, an array 0.2
+        wm_conn.send(("train", torch.stack(wm_perms).cpu().numpy()))  # tensors would go through shared-memory files (wm_cost_probe.py)
 
         # Optimizing the policy and value network
         clipfracs, first_ratio_dev = [], None

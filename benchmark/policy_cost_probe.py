@@ -11,7 +11,6 @@ the two policies do (episode lengths, contacts). Equal checksums (sum of all act
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -22,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ppo_continuous  # noqa: E402
 import ppo_wm  # noqa: E402
-from rollout_probe import batched  # noqa: E402  (the benchmark folder is on the path when run as a script)
+from rollout_probe import alternating_rounds, batched, print_table  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from wm_common import Encoder  # noqa: E402
 
 
@@ -59,23 +58,20 @@ def main():
         def act(self, obs):
             return wm_agent.act(ppo_wm.policy_input(obs, encoder))
 
-    variants = {
-        "ppo agent": (ppo_agent, ppo_ckpt["normalizer"]),
-        "ppo agent + the encoder at every step (same actions)": (PPOPlusEncoder(), ppo_ckpt["normalizer"]),
-        "ppo_wm agent (its own actions)": (WorldModelAgent(), wm_ckpt["normalizer"]),
-    }
     pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))
-    times, checksums = {name: [] for name in variants}, {}
-    for r in range(args.rounds):
-        for name in list(variants) if r % 2 == 0 else reversed(list(variants)):
-            agent, normalizer_state = variants[name]
-            us, checksums[name] = batched(env_id, args.steps, [8, 8], pool, agent, normalizer_state)
-            times[name].append(us)
+
+    def rollout(agent, normalizer_state):
+        return lambda: batched(env_id, args.steps, [8, 8], pool, agent, normalizer_state)
+
+    variants = {
+        "ppo agent": rollout(ppo_agent, ppo_ckpt["normalizer"]),
+        "ppo agent + the encoder at every step (same actions)": rollout(PPOPlusEncoder(), ppo_ckpt["normalizer"]),
+        "ppo_wm agent (its own actions)": rollout(WorldModelAgent(), wm_ckpt["normalizer"]),
+    }
+    times, checksums = alternating_rounds(variants, args.rounds)
     print(f"{env_id}, 16 envs, {args.steps:,} vector steps per rollout, {args.rounds} rounds, {time.strftime('%Y-%m-%d %H:%M')}\n"
           f"ppo: {args.ppo_checkpoint}\nppo_wm: {args.wm_checkpoint}\n")
-    print("| rollout | us per vector step (median) | range | checksum |\n|---|---|---|---|")
-    for name, t in times.items():
-        print(f"| {name} | {statistics.median(t):,.0f} | {min(t):,.0f}-{max(t):,.0f} | {checksums[name]:.4f} |")
+    print_table(times, checksums, "rollout")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,23 @@ def pipelined(env_id, steps, pool, agent):
     return 1e6 * elapsed / steps, checksum
 
 
+def alternating_rounds(variants, rounds):
+    """Runs each variant (a function returning (us per vector step, checksum)) once per round, in alternating order,
+    so slow drift of the machine affects each alike. Returns {name: [us, ...]} and {name: checksum}."""
+    times, checksums = {name: [] for name in variants}, {}
+    for r in range(rounds):
+        for name in list(variants) if r % 2 == 0 else reversed(list(variants)):
+            us, checksums[name] = variants[name]()
+            times[name].append(us)
+    return times, checksums
+
+
+def print_table(times, checksums, first_column):
+    print(f"| {first_column} | us per vector step (median) | range | checksum |\n|---|---|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t):,.0f} | {min(t):,.0f}-{max(t):,.0f} | {checksums[name]:.4f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-id", default="Walker2d-v4")
@@ -119,15 +136,9 @@ def main():
                 (lambda a=a: batched(args.env_id, args.steps, [a, 16 - a], pool, agent)) for a in (8, 10, 9, 7, 6)}
     variants["split 8/8, GIL switch interval 0.2 ms"] = with_switch_interval(0.0002)
     variants["acting per half, pipelined"] = lambda: pipelined(args.env_id, args.steps, pool, agent)
-    times, checksums = {name: [] for name in variants}, {}
-    for r in range(args.rounds):
-        for name in list(variants) if r % 2 == 0 else reversed(list(variants)):
-            us, checksums[name] = variants[name]()
-            times[name].append(us)
+    times, checksums = alternating_rounds(variants, args.rounds)
     print(f"{args.env_id}, {NUM_ENVS} envs, {args.steps:,} vector steps per variant, {args.rounds} rounds, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    print("| variant | us per vector step (median) | range | checksum |\n|---|---|---|---|")
-    for name, t in times.items():
-        print(f"| {name} | {statistics.median(t):,.0f} | {min(t):,.0f}-{max(t):,.0f} | {checksums[name]:.4f} |")
+    print_table(times, checksums, "variant")
 
 
 if __name__ == "__main__":

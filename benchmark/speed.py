@@ -10,7 +10,7 @@ repeat, because on a shared machine the raw rate moves by 10% or more within min
 process with default flags; its rate is the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
 and its peak memory is the largest sum, sampled every 0.5 s, of the proportional set size (PSS) of the process and its
 children (the world-model scripts train the world model in a forked child process; PSS counts the pages they share
-once), next to the main process's maximum resident set size (RSS). The training-loop rate (the run's own `sps`, from
+once), next to the maximum resident set size (RSS) of the largest single process. The training-loop rate (the run's own `sps`, from
 progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
 creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
 acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,47 +54,54 @@ print(steps / (time.perf_counter() - start))
 def tree_pss_mb(pid):
     """Proportional set size of a process and all its descendants, in MB (Linux; None elsewhere). PSS splits each shared
     page between the processes that map it, so a forked child's shared pages are not counted twice, as RSS would."""
-    parents = {}
+    if not os.path.exists("/proc/self/smaps_rollup"):
+        return None
+    children = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as f:
-                parents[int(stat.split("/")[2])] = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(stat.split("/")[2]))
         except (OSError, ValueError):
             pass  # exited meanwhile
-    tree, total = {pid}, 0
-    for p in sorted(parents):  # children have larger pids than their parents except after pid wrap-around; good enough here
-        if parents[p] in tree:
-            tree.add(p)
-    for p in tree:
+    tree, total = [pid], 0
+    for p in tree:  # grows while it is walked: breadth-first over the descendants
+        tree += children.get(p, [])
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
         except (OSError, StopIteration):
-            pass
-    return total / 1024 if os.path.exists("/proc/self/smaps_rollup") else None
+            pass  # exited meanwhile
+    return total / 1024
 
 
 def run(cmd, sample_seconds=0.5):
-    """Runs a command; returns (stdout, wall seconds, peak RSS of the process in MB, peak PSS of its process tree in MB,
-    sampled every sample_seconds). Output goes to temporary files, so a full pipe never blocks the run."""
+    """Runs a command; returns (stdout, wall seconds, peak RSS of its largest single process in MB
+    (wait4 reports the largest over the process and the children it waited for; Linux keeps it
+    across exec, so it also covers the forking caller's size, small for this script), peak PSS of its process tree in MB,
+    sampled every sample_seconds by a second thread, so the wall time is not rounded to the sampling). Output goes to
+    temporary files, so a full pipe never blocks the run."""
+    samples, done = [], threading.Event()
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=ROOT)
-        peak_pss = 0.0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            pss = tree_pss_mb(proc.pid)
-            peak_pss = None if pss is None else max(peak_pss, pss)
-            time.sleep(sample_seconds)
+
+        def sample():
+            while not done.wait(sample_seconds):
+                samples.append(tree_pss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
         out_f.seek(0)
         err_f.seek(0)
         out, err = out_f.read(), err_f.read()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"speed.py: error: {' '.join(cmd)} failed:\n{err[-2000:]}")
-    return out, wall, usage.ru_maxrss / 1024, peak_pss
+    measured = [pss for pss in samples if pss is not None]
+    return out, wall, usage.ru_maxrss / 1024, max(measured) if measured else None
 
 
 def raw_rate(env_id, num_envs, seconds):
@@ -145,7 +153,7 @@ def main():
         + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
         "",
         "| script | steps/s (whole process, median) | x raw physics around it (median; range over repeats) | x ppo_continuous (median; range over repeats) "
-        "| peak memory MB, all its processes (PSS; max) | peak RSS MB, main process (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) |",
+        "| peak memory MB, all its processes (PSS; max) | peak RSS MB, largest single process (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, results in runs.items():

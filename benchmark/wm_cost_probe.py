@@ -8,8 +8,11 @@ the default sizes (batch 2048, 10 epochs x 8 minibatches for PPO, 2 epochs x 4 m
 PPO update is overlap_probe.py's: the scripts' losses without logging. Pieces: the PPO update on 17-wide inputs
 (ppo_continuous) and on 49-wide inputs [obs, z] (ppo_wm); the world-model update alone; the PPO update with the
 world-model update in a second thread (how the scripts ran it before) and in a child process (ppo_wm.py's own
-world_model_process, how they run it now); the per-iteration extras (encoder on the batch's next observations, latent
-diagnostics); and, per policy step, the encoder at batch 16.
+world_model_process, how they run it now; spawned here, forked by the scripts on Linux: the same work); the
+per-iteration extras (encoder on the batch's next observations, latent diagnostics); ppo_wm_aux's intrinsic reward,
+encoding the batch again (before) and from the latents the policy used (now); sending the world model's shuffles to a
+child process and back as a list of tensors (through shared-memory files) and as one NumPy array (pickled bytes, how
+the scripts send them); and, per policy step, the encoder at batch 16.
 """
 import argparse
 import multiprocessing
@@ -24,9 +27,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from overlap_probe import ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from ppo_wm import Agent, policy_input, receive, train_world_model, world_model_process  # noqa: E402
-from wm_common import Dynamics, Encoder, latent_stats  # noqa: E402
+from wm_common import Dynamics, Encoder, intrinsic_reward, latent_stats  # noqa: E402
 
 OBS_DIM, ACT_DIM, Z_DIM, BATCH = 17, 6, 32, 2048
+
+
+def echo(conn):
+    """A child that answers every ("kind", payload) message at once: the pipe's own cost."""
+    for _ in iter(conn.recv, None):
+        conn.send(1)
 
 
 def ms(fn):
@@ -78,6 +87,25 @@ def main():
         policy_input(next_obs, encoder)
         latent_stats(inputs[OBS_DIM + Z_DIM][:, OBS_DIM:])
 
+    with torch.no_grad():
+        z, z_next = encoder(obs), encoder(next_obs)
+
+    def intrinsic_reward_encoding_again():
+        with torch.no_grad():
+            intrinsic_reward(dynamics, encoder(obs), actions, encoder(next_obs))
+
+    def intrinsic_reward_from_policy_latents():
+        intrinsic_reward(dynamics, z, actions, z_next)
+
+    echo_conn, echo_child_conn = multiprocessing.Pipe()
+    echo_child = multiprocessing.get_context("spawn").Process(target=echo, args=(echo_child_conn,))
+    echo_child.start()
+
+    def shuffles_round_trip(as_array):
+        perms = [torch.randperm(BATCH) for _ in range(2)]
+        echo_conn.send(("train", torch.stack(perms).numpy() if as_array else perms))
+        echo_conn.recv()
+
     def encoder_per_step():
         with torch.no_grad():
             for _ in range(1000):
@@ -90,14 +118,19 @@ def main():
         "PPO update (49-wide) with the world-model update in a second thread (before)": ppo_with_world_model_in_thread,
         "PPO update (49-wide) with the world-model update in a child process (ppo_wm)": ppo_with_world_model_in_process,
         "encoder on the batch's next obs + latent diagnostics": extras,
+        "intrinsic reward, encoding obs and next obs again (ppo_wm_aux before)": intrinsic_reward_encoding_again,
+        "intrinsic reward from the latents the policy used (ppo_wm_aux)": intrinsic_reward_from_policy_latents,
+        "shuffles to a child process and back, as tensors": lambda: shuffles_round_trip(False),
+        "shuffles to a child process and back, as a NumPy array (the scripts)": lambda: shuffles_round_trip(True),
         "encoder at batch 16, per policy step, x 1000": encoder_per_step,
     }
     times = {name: [] for name in pieces}
     for _ in range(args.repeats):
         for name, fn in pieces.items():
             times[name].append(ms(fn))
-    conn.send(None)
-    child.join()
+    for c, p in ((conn, child), (echo_conn, echo_child)):
+        c.send(None)
+        p.join()
     print(f"medians of {args.repeats} repeats, {time.strftime('%Y-%m-%d %H:%M')}\n\n| piece | ms |\n|---|---|")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):.1f} |")

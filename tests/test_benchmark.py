@@ -208,5 +208,22 @@ def test_wm_cost_probe_runs_the_scripts_world_model_process(monkeypatch, capsys)
     monkeypatch.setattr(sys, "argv", ["wm_cost_probe.py", "--repeats", "1"])
     wm_cost_probe.main()
     rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "piece" not in line}
-    assert len(rows) == 7 and all(ms > 0 for ms in rows.values())
+    assert len(rows) == 11 and all(ms > 0 for ms in rows.values())
     assert "PPO update (49-wide) with the world-model update in a child process (ppo_wm)" in rows
+
+
+def test_speed_run_counts_the_memory_of_child_processes():
+    # a parent forks a child holding 200 MB and then holds 100 MB itself: the tree's peak PSS is their sum
+    import speed
+
+    script = ("import os, time\n"
+              "if os.fork() == 0:\n"
+              "    block = bytearray(200 * 2**20)\n"
+              "    time.sleep(2)\n"
+              "    os._exit(0)\n"
+              "held = bytearray(100 * 2**20)\n"
+              "os.wait()\n"
+              "print('done')\n")
+    out, wall, _, pss = speed.run([sys.executable, "-c", script], sample_seconds=0.2)
+    assert out.strip() == "done" and wall >= 2
+    assert pss > 300  # both processes: the parent alone is ~110 MB, the larger one alone ~210
