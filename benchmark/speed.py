@@ -17,7 +17,10 @@ acting plus env stepping and everything else (GAE, the updates, the world model)
 alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
 median rate of each script and the ranges of its per-repeat ratios to the raw rate and to ppo_continuous. Repeat r
 (from 1) runs every script with --seed r (--first-seed shifts them), so over repeats the ratios average over several
-trained policies, not one: what a policy learns to do changes the cost of simulating it (benchmark/policy_cost_probe.py).
+trained policies, not one. On a shared machine other tenants' work only ever adds time, unevenly over a run, and a run
+uses both cores, so it is slowed by interference on either: next to the whole-process ratio, the table gives the ratio of
+the runs' undisturbed iteration time, the 10th percentile over iterations of rollout_time + update_time (evaluations,
+checkpoints and start-up excluded), which is what the code costs per iteration when nothing else runs.
 """
 import argparse
 import csv
@@ -104,6 +107,11 @@ def run(cmd, sample_seconds=0.5):
     return out, wall, usage.ru_maxrss / 1024, max(measured) if measured else None
 
 
+def undisturbed_iteration_ms(rows):
+    """10th percentile over a run's iterations of rollout_time + update_time, in ms (progress.csv rows; at least 2)."""
+    return 1000 * statistics.quantiles([float(r["rollout_time"]) + float(r["update_time"]) for r in rows], n=10)[0]
+
+
 def raw_rate(env_id, num_envs, seconds):
     out, *_ = run([sys.executable, "-c", RAW, env_id, str(num_envs), str(seconds)])
     return float(out.strip().splitlines()[-1])
@@ -137,7 +145,8 @@ def main():
                 with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
                     rows = list(csv.DictReader(f))
                 runs[name].append({"sps": args.steps / wall, "rss": rss, "pss": pss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
-                                   "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows)})
+                                   "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows),
+                                   "iteration_ms": undisturbed_iteration_ms(rows)})
             raws.append(raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds))
             raw_around = (raws[-2] + raws[-1]) / 2
             for name in args.scripts:
@@ -153,21 +162,28 @@ def main():
         + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
         "",
         "| script | steps/s (whole process, median) | x raw physics around it (median; range over repeats) | x ppo_continuous (median; range over repeats) "
-        "| peak memory MB, all its processes (PSS; max) | peak RSS MB, largest single process (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak memory MB, all its processes (PSS; max) | peak RSS MB, largest single process (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) "
+        "| undisturbed iteration ms (10th percentile; median) | x ppo_continuous by undisturbed iteration (median; range) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    per_repeat = []
     for name, results in runs.items():
         median = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "pss"}
         pss = "n/a" if None in [r["pss"] for r in results] else f"{max(r['pss'] for r in results):.0f}"
+        rel = rel_iteration = "n/a"
         if base:
             ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]
             rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
-        else:
-            rel = "n/a"
+            iteration_ratios = [b["iteration_ms"] / r["iteration_ms"] for r, b in zip(results, base)]
+            rel_iteration = f"{statistics.median(iteration_ratios):.2f}" + (f" ({min(iteration_ratios):.2f}-{max(iteration_ratios):.2f})" if len(results) > 1 else "")
+            if name != "ppo_continuous":
+                per_repeat.append(f"{name}: x ppo_continuous per repeat, whole process " + ", ".join(f"{x:.2f}" for x in ratios)
+                                  + "; by undisturbed iteration " + ", ".join(f"{x:.2f}" for x in iteration_ratios))
         x_raw = f"{median['x_raw']:.2f}" + (f" ({min(r['x_raw'] for r in results):.2f}-{max(r['x_raw'] for r in results):.2f})" if len(results) > 1 else "")
         lines.append(f"| {name} | {median['sps']:,.0f} | {x_raw} | {rel} | {pss} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
-                     f"| {median['loop_sps']:,.0f} | {median['loop_x_raw']:.2f} | {median['rollout']:.1f} / {median['update']:.1f} |")
-    report = "\n".join(lines)
+                     f"| {median['loop_sps']:,.0f} | {median['loop_x_raw']:.2f} | {median['rollout']:.1f} / {median['update']:.1f} "
+                     f"| {median['iteration_ms']:.0f} | {rel_iteration} |")
+    report = "\n".join(lines + [""] + per_repeat)
     print(report)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -227,3 +227,13 @@ def test_speed_run_counts_the_memory_of_child_processes():
     out, wall, _, pss = speed.run([sys.executable, "-c", script], sample_seconds=0.2)
     assert out.strip() == "done" and wall >= 2
     assert pss > 300  # both processes: the parent alone is ~110 MB, the larger one alone ~210
+
+
+def test_undisturbed_iteration_time_ignores_iterations_slowed_by_other_work():
+    # 20 iterations of 300 ms, 5 of them stretched by interference: the 10th percentile is the undisturbed 300 ms
+    import speed
+
+    rows = [{"rollout_time": "0.2", "update_time": "0.1"}] * 15 + [{"rollout_time": "0.6", "update_time": "0.3"}] * 5
+    assert speed.undisturbed_iteration_ms(rows) == pytest.approx(300)
+    slower_code = [{"rollout_time": "0.25", "update_time": "0.1"}] * 20
+    assert speed.undisturbed_iteration_ms(slower_code) == pytest.approx(350)
