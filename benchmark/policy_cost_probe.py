@@ -8,6 +8,12 @@ batched, the scripts' rollout): the PPO agent; the PPO agent while also computin
 at every step and discarding it (the same actions, so the same physics, plus the encoder); and the ppo_wm agent on
 [obs, z] (its own actions). The first two differ by the encoder's compute only, the last two by the physics of what
 the two policies do (episode lengths, contacts). Equal checksums (sum of all actions taken) mean the same actions.
+
+The physics of the two policies is then measured without their compute and without the second thread: each agent's
+actions, recorded in one rollout before the rounds, are replayed in the same 16 envs from the same reset, stepped in
+one thread (the same trajectories: the checksums equal the rollouts'). Those two rows differ only by what the policies
+do, and a one-thread loop of physics alone is steadier than the rollouts; under the table, the mean number of MuJoCo
+contacts after each env step and the episodes ended in each replay.
 """
 import argparse
 import os
@@ -16,13 +22,46 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ppo_continuous  # noqa: E402
 import ppo_wm  # noqa: E402
-from rollout_probe import alternating_rounds, batched, print_table  # noqa: E402  (the benchmark folder is on the path when run as a script)
+from rollout_probe import NUM_ENVS, alternating_rounds, batched, env_groups, print_table  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from wm_common import Encoder  # noqa: E402
+
+
+class Recording:
+    """An agent that records the actions it takes (as batched receives them, before clipping)."""
+
+    def __init__(self, agent):
+        self.agent, self.actions = agent, []
+
+    def act(self, obs):
+        action, logprob = self.agent.act(obs)
+        self.actions.append(action.numpy().copy())
+        return action, logprob
+
+
+def physics_replay(env_id, actions, stats):
+    """Steps batched's 16 envs (same groups, same reset) through recorded actions in one thread, no policy: the physics
+    of what a policy did. Returns (us per vector step, checksum as batched's); fills stats with contacts and episodes."""
+    groups = env_groups(env_id, [NUM_ENVS // 2, NUM_ENVS // 2])
+    low, high = groups[0].single_action_space.low, groups[0].single_action_space.high
+    ppo_continuous.reset_envs(groups, seed=0)
+    contacts, episodes, checksum, start = 0, 0, 0.0, time.perf_counter()
+    for action in actions:
+        for group, part in zip(groups, np.split(np.clip(action, low, high), len(groups))):
+            _, _, term, trunc, _ = group.step(part)
+            episodes += int((term | trunc).sum())
+            contacts += sum(env.unwrapped.data.ncon for env in group.envs)
+        checksum += float(torch.from_numpy(action).sum())
+    elapsed = time.perf_counter() - start
+    for group in groups:
+        group.close()
+    stats.update(contacts=contacts / (len(actions) * NUM_ENVS), episodes=episodes)
+    return 1e6 * elapsed / len(actions), checksum
 
 
 def main():
@@ -63,15 +102,27 @@ def main():
     def rollout(agent, normalizer_state):
         return lambda: batched(env_id, args.steps, [8, 8], pool, agent, normalizer_state)
 
+    recorded = {"ppo agent": Recording(ppo_agent), "ppo_wm agent": Recording(WorldModelAgent())}
+    batched(env_id, args.steps, [8, 8], pool, recorded["ppo agent"], ppo_ckpt["normalizer"])
+    batched(env_id, args.steps, [8, 8], pool, recorded["ppo_wm agent"], wm_ckpt["normalizer"])
+    replay_stats = {name: {} for name in recorded}
+
+    def replay(name):
+        return lambda: physics_replay(env_id, recorded[name].actions, replay_stats[name])
+
     variants = {
         "ppo agent": rollout(ppo_agent, ppo_ckpt["normalizer"]),
         "ppo agent + the encoder at every step (same actions)": rollout(PPOPlusEncoder(), ppo_ckpt["normalizer"]),
         "ppo_wm agent (its own actions)": rollout(WorldModelAgent(), wm_ckpt["normalizer"]),
+        "physics only, one thread: the ppo agent's actions replayed": replay("ppo agent"),
+        "physics only, one thread: the ppo_wm agent's actions replayed": replay("ppo_wm agent"),
     }
     times, checksums = alternating_rounds(variants, args.rounds)
     print(f"{env_id}, 16 envs, {args.steps:,} vector steps per rollout, {args.rounds} rounds, {time.strftime('%Y-%m-%d %H:%M')}\n"
           f"ppo: {args.ppo_checkpoint}\nppo_wm: {args.wm_checkpoint}\n")
     print_table(times, checksums, "rollout")
+    print("\n" + "; ".join(f"{name}: {stats['contacts']:.2f} contacts per env step, {stats['episodes']} episodes ended"
+                            for name, stats in replay_stats.items()))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The multi-seed runner (fan-out, skip, resume, failure reporting) and the report's statistics."""
 import csv
 import json
+import re
 import sys
 
 import numpy as np
@@ -192,9 +193,14 @@ def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_run
     monkeypatch.setattr(sys, "argv", ["policy_cost_probe.py", str(finished_runs["ppo_continuous"] / "checkpoint.pt"),
                                       str(finished_runs["ppo_wm"] / "checkpoint.pt"), "--steps", "20", "--rounds", "1"])
     policy_cost_probe.main()
-    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "rollout" not in line]
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "rollout" not in line]
     checksums = [float(row[4]) for row in rows]
-    assert len(rows) == 3 and checksums[0] == checksums[1] != checksums[2]
+    assert len(rows) == 5 and checksums[0] == checksums[1] != checksums[2]
+    # the physics-only replays step through exactly the actions of the two agents' rollouts
+    assert checksums[3] == checksums[0] and checksums[4] == checksums[2]
+    stats = re.findall(r"(ppo(?:_wm)? agent): ([0-9.]+) contacts per env step, (\d+) episodes ended", out)
+    assert [name for name, _, _ in stats] == ["ppo agent", "ppo_wm agent"]
     # a checkpoint of the wrong script is a one-line error
     monkeypatch.setattr(sys, "argv", ["policy_cost_probe.py", str(finished_runs["ppo_wm"] / "checkpoint.pt"), str(finished_runs["ppo_wm"] / "checkpoint.pt")])
     with pytest.raises(SystemExit, match="written by ppo_wm.py, not ppo_continuous.py"):
