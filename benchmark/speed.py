@@ -20,7 +20,8 @@ median rate of each script and the ranges of its per-repeat ratios to the raw ra
 trained policies, not one. On a shared machine other tenants' work only ever adds time, unevenly over a run, and a run
 uses both cores, so it is slowed by interference on either: next to the whole-process ratio, the table gives the ratio of
 the runs' undisturbed iteration time, the 10th percentile over iterations of rollout_time + update_time (evaluations,
-checkpoints and start-up excluded), which is what the code costs per iteration when nothing else runs.
+checkpoints and start-up excluded), which is what the code costs per iteration when nothing else runs; under the table,
+the same percentile of rollout_time and of update_time alone, per repeat, shows which half of an iteration differs.
 """
 import argparse
 import csv
@@ -107,9 +108,13 @@ def run(cmd, sample_seconds=0.5):
     return out, wall, usage.ru_maxrss / 1024, max(measured) if measured else None
 
 
-def undisturbed_iteration_ms(rows):
-    """10th percentile over a run's iterations of rollout_time + update_time, in ms (progress.csv rows; at least 2)."""
-    return 1000 * statistics.quantiles([float(r["rollout_time"]) + float(r["update_time"]) for r in rows], n=10)[0]
+def undisturbed_iteration_ms(rows, columns=("rollout_time", "update_time")):
+    """10th percentile over a run's iterations of the sum of these progress.csv columns, in ms (at least 2 rows)."""
+    return 1000 * statistics.quantiles([sum(float(r[c]) for c in columns) for r in rows], n=10)[0]
+
+
+def median_and_range(values):
+    return f"{statistics.median(values):.2f}" + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
 
 
 def raw_rate(env_id, num_envs, seconds):
@@ -146,7 +151,8 @@ def main():
                     rows = list(csv.DictReader(f))
                 runs[name].append({"sps": args.steps / wall, "rss": rss, "pss": pss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
                                    "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows),
-                                   "iteration_ms": undisturbed_iteration_ms(rows)})
+                                   "iteration_ms": undisturbed_iteration_ms(rows), "rollout_ms": undisturbed_iteration_ms(rows, ["rollout_time"]),
+                                   "update_ms": undisturbed_iteration_ms(rows, ["update_time"])})
             raws.append(raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds))
             raw_around = (raws[-2] + raws[-1]) / 2
             for name in args.scripts:
@@ -175,12 +181,12 @@ def main():
             ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]
             rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
             iteration_ratios = [b["iteration_ms"] / r["iteration_ms"] for r, b in zip(results, base)]
-            rel_iteration = f"{statistics.median(iteration_ratios):.2f}" + (f" ({min(iteration_ratios):.2f}-{max(iteration_ratios):.2f})" if len(results) > 1 else "")
+            rel_iteration = median_and_range(iteration_ratios)
             if name != "ppo_continuous":
                 per_repeat.append(f"{name}: x ppo_continuous per repeat, whole process " + ", ".join(f"{x:.2f}" for x in ratios)
                                   + "; by undisturbed iteration " + ", ".join(f"{x:.2f}" for x in iteration_ratios))
-        x_raw = f"{median['x_raw']:.2f}" + (f" ({min(r['x_raw'] for r in results):.2f}-{max(r['x_raw'] for r in results):.2f})" if len(results) > 1 else "")
-        lines.append(f"| {name} | {median['sps']:,.0f} | {x_raw} | {rel} | {pss} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
+        per_repeat.append(f"{name}: undisturbed rollout / update ms per repeat " + ", ".join(f"{r['rollout_ms']:.0f} / {r['update_ms']:.0f}" for r in results))
+        lines.append(f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {pss} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
                      f"| {median['loop_sps']:,.0f} | {median['loop_x_raw']:.2f} | {median['rollout']:.1f} / {median['update']:.1f} "
                      f"| {median['iteration_ms']:.0f} | {rel_iteration} |")
     report = "\n".join(lines + [""] + per_repeat)

@@ -243,3 +243,4 @@ def test_undisturbed_iteration_time_ignores_iterations_slowed_by_other_work():
     assert speed.undisturbed_iteration_ms(rows) == pytest.approx(300)
     slower_code = [{"rollout_time": "0.25", "update_time": "0.1"}] * 20
     assert speed.undisturbed_iteration_ms(slower_code) == pytest.approx(350)
+    assert speed.undisturbed_iteration_ms(slower_code, ["rollout_time"]) == pytest.approx(250)
