@@ -179,6 +179,7 @@ def main():
         rel = rel_iteration = "n/a"
         if base:
             ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]
+            # the ratio of the median rates (as in the earlier tables), with the range of the per-repeat ratios
             rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
             iteration_ratios = [b["iteration_ms"] / r["iteration_ms"] for r, b in zip(results, base)]
             rel_iteration = median_and_range(iteration_ratios)
