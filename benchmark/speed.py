@@ -1,33 +1,38 @@
 """Throughput and memory of the three scripts against the raw physics rate, measured side by side in one session.
 
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
-    python benchmark/speed.py --steps 1000000 --repeats 2 --out benchmark/results/speed-1M.md   # the default budget
+    python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed-1M.md   # the default budget
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed.md
 
-Raw rate: a SyncVectorEnv of the task (16 envs, random actions, no wrappers, one process), measured before the first
-repeat and after every repeat; each script run is compared with the mean of the two raw measurements around its
-repeat, because on a shared machine the raw rate moves by 10% or more within minutes. Each script runs as its own
-process with default flags; its rate is the training steps of the run over the process's whole wall time (imports, env creation and evaluations included),
-and its peak memory is the largest sum, sampled every 0.5 s, of the proportional set size (PSS) of the process and its
-children (the world-model scripts train the world model in a forked child process; PSS counts the pages they share
-once), next to the maximum resident set size (RSS) of the largest single process. The training-loop rate (the run's own `sps`, from
-progress.csv: steps over the time since the loop started) is shown too; the difference is start-up (imports, env
-creation), which a 1M-step run pays once; the run's rollout_time and update_time columns, summed, split the loop into
-acting plus env stepping and everything else (GAE, the updates, the world model). With --repeats R the scripts run R times in
-alternating order (A B C, C B A, ...), so slow drift of the machine affects each script alike; the table gives the
-median rate of each script and the ranges of its per-repeat ratios to the raw rate and to ppo_continuous. Repeat r
-(from 1) runs every script with --seed r (--first-seed shifts them), so over repeats the ratios average over several
-trained policies, not one. On a shared machine other tenants' work only ever adds time, unevenly over a run, and a run
-uses both cores, so it is slowed by interference on either: next to the whole-process ratio, the table gives the ratio of
-the runs' undisturbed iteration time, the 10th percentile over iterations of rollout_time + update_time (evaluations,
-checkpoints and start-up excluded), which is what the code costs per iteration when nothing else runs; under the table,
-the same percentile of rollout_time and of update_time alone, per repeat, shows which half of an iteration differs.
+Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
+random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
+resumed one at a time, round robin, for --slice seconds each (the raw process for --raw-slice), so only one of them
+runs at any moment and each has the machine as it would alone. A script's time is the sum of its turns from start to
+exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time.
+The raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env
+creation. On a shared machine other tenants slow a run unevenly over minutes (runs made one after the other differed
+by 20% between repeats of the same script here); in turns of a few seconds every process meets the same machine, so
+the ratios to the raw rate and to ppo_continuous hold still while the absolute rates move. Turns do not cost the
+processes anything measurable: ppo_continuous against a copy of itself gave 1.00-1.03.
+
+Memory: the peak, sampled every 0.5 s, of a script's resident set (RSS) plus the private pages of its child processes
+(the world-model scripts train the world model in a forked child, which shares the rest of its pages with the
+script). Unlike PSS this does not fall when other processes map the same libraries, as the scripts running together do.
+
+With --repeats R the round-robin order alternates (A B C, C B A, ...), and repeat r (from 1) runs every script with
+--seed r (--first-seed shifts them), so over repeats the ratios average over several trained policies. Under the table,
+the 10th percentile over iterations of rollout_time and update_time (progress.csv) splits an iteration into acting plus
+env stepping and the rest; an iteration that spans a turn also counts the time the script was stopped, which the
+percentile leaves out.
 """
 import argparse
 import csv
 import glob
+import mmap
 import os
+import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -37,29 +42,28 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["ppo_continuous", "ppo_wm", "ppo_wm_aux"]
 
+# steps the envs until killed, counting env steps in an 8-byte file that speed.py reads while the process is stopped
 RAW = """
-import sys, time, warnings
+import mmap, sys, warnings
 warnings.filterwarnings("ignore")
 import gymnasium as gym
-env_id, num_envs, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+env_id, num_envs, counter_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)])
 envs.reset(seed=0)
 envs.action_space.seed(0)
-for _ in range(100):
+with open(counter_path, "r+b") as f:
+    counter = memoryview(mmap.mmap(f.fileno(), 8)).cast("q")
+while True:
     envs.step(envs.action_space.sample())
-steps, start = 0, time.perf_counter()
-while time.perf_counter() - start < seconds:
-    envs.step(envs.action_space.sample())
-    steps += num_envs
-print(steps / (time.perf_counter() - start))
+    counter[0] += num_envs
 """
 
+# started in place of a command: stops itself, then becomes the command when first resumed, so none of it runs outside its turns
+STOPPED_START = "import os, signal, sys; os.kill(os.getpid(), signal.SIGSTOP); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
 
-def tree_pss_mb(pid):
-    """Proportional set size of a process and all its descendants, in MB (Linux; None elsewhere). PSS splits each shared
-    page between the processes that map it, so a forked child's shared pages are not counted twice, as RSS would."""
-    if not os.path.exists("/proc/self/smaps_rollup"):
-        return None
+
+def children_of():
+    """{pid: [child pids]} of every process (Linux /proc)."""
     children = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
@@ -67,45 +71,97 @@ def tree_pss_mb(pid):
                 children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(stat.split("/")[2]))
         except (OSError, ValueError):
             pass  # exited meanwhile
+    return children
+
+
+def tree_memory_mb(pid, children=None):
+    """RSS of a process plus the private pages of its descendants, in MB (Linux; None elsewhere). A forked child's other
+    pages are shared with its parent, so counting them again (summed RSS) would double them; PSS would split each page
+    with every process that maps it anywhere, so it would fall when other programs load the same libraries."""
+    if not os.path.exists("/proc/self/smaps_rollup"):
+        return None
+    children = children_of() if children is None else children
     tree, total = [pid], 0
     for p in tree:  # grows while it is walked: breadth-first over the descendants
         tree += children.get(p, [])
+        fields = ("Rss:",) if p == pid else ("Private_Clean:", "Private_Dirty:")
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-        except (OSError, StopIteration):
+                total += sum(int(line.split()[1]) for line in f if line.startswith(fields))
+        except OSError:
             pass  # exited meanwhile
     return total / 1024
 
 
-def run(cmd, sample_seconds=0.5):
-    """Runs a command; returns (stdout, wall seconds, peak RSS of its largest single process in MB
-    (wait4 reports the largest over the process and the children it waited for; Linux keeps it
-    across exec, so it also covers the forking caller's size, small for this script), peak PSS of its process tree in MB,
-    sampled every sample_seconds by a second thread, so the wall time is not rounded to the sampling). Output goes to
-    temporary files, so a full pipe never blocks the run."""
-    samples, done = [], threading.Event()
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
-        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=ROOT)
+def take_turns(commands, slices, counter_index=None, counter_path=None, sample_seconds=0.5):
+    """Runs the commands together but one at a time: each is resumed for its slice (seconds), then stopped, round robin,
+    until every command but the counter's has exited. Returns, per command, a dict with the seconds it ran ("active"),
+    its exit code, stdout and stderr, the maximum RSS of its largest process (MB, from wait4) and its peak tree memory
+    (MB, tree_memory_mb). The command at counter_index runs until the others are done, then is killed; for it, "rate"
+    is the count in counter_path (an int64 it increments) per second of its turns that began with the count above 0."""
+    files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
+    procs = [subprocess.Popen([sys.executable, "-c", STOPPED_START, *cmd[1:]] if cmd[0] == sys.executable else cmd,
+                              stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True) for cmd, (out, err) in zip(commands, files)]
+    results = [{"active": 0.0, "memory": None, "code": None} for _ in commands]
+    counted_steps = counted_seconds = 0
+    done = threading.Event()
 
-        def sample():
-            while not done.wait(sample_seconds):
-                samples.append(tree_pss_mb(proc.pid))
+    def sample():
+        while not done.wait(sample_seconds):
+            children = children_of()
+            for proc, result in zip(procs, results):
+                if result["code"] is None and (mb := tree_memory_mb(proc.pid, children)) is not None:
+                    result["memory"] = max(result["memory"] or 0, mb)
 
-        sampler = threading.Thread(target=sample)
+    def count():
+        with open(counter_path, "rb") as f:
+            return struct.unpack("q", mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)[:8])[0]
+
+    try:
+        for proc in procs:
+            if proc.args[0] == sys.executable and proc.args[1] == "-c" and proc.args[2] == STOPPED_START:
+                os.waitpid(proc.pid, os.WUNTRACED)  # until it has stopped itself
+        sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
+        while any(r["code"] is None for i, r in enumerate(results) if i != counter_index):
+            for i, (proc, result) in enumerate(zip(procs, results)):
+                if result["code"] is not None:
+                    continue
+                before = count() if i == counter_index else None
+                start = time.perf_counter()
+                os.killpg(proc.pid, signal.SIGCONT)
+                while (left := start + slices[i] - time.perf_counter()) > 0:
+                    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        result["code"], result["rss"] = os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
+                        proc.returncode = result["code"]
+                        break
+                    time.sleep(min(left, 0.005))
+                else:
+                    os.killpg(proc.pid, signal.SIGSTOP)
+                result["active"] += time.perf_counter() - start
+                if before:  # a turn of pure stepping (a count of 0 means the envs were still being made)
+                    counted_steps += count() - before
+                    counted_seconds += time.perf_counter() - start
+                if result["code"] not in (None, 0):
+                    break
+            if any(r["code"] not in (None, 0) for r in results):
+                break
+    finally:
         done.set()
-        sampler.join()
-        out_f.seek(0)
-        err_f.seek(0)
-        out, err = out_f.read(), err_f.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"speed.py: error: {' '.join(cmd)} failed:\n{err[-2000:]}")
-    measured = [pss for pss in samples if pss is not None]
-    return out, wall, usage.ru_maxrss / 1024, max(measured) if measured else None
+        for proc, result in zip(procs, results):
+            if result["code"] is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # also when stopped; also the children
+                proc.wait()
+    for (out, err), result in zip(files, results):
+        out.seek(0)
+        err.seek(0)
+        result["out"], result["err"] = out.read(), err.read()
+        out.close()
+        err.close()
+    if counter_index is not None:
+        results[counter_index]["rate"] = counted_steps / counted_seconds if counted_seconds else None
+    return results
 
 
 def undisturbed_iteration_ms(rows, columns=("rollout_time", "update_time")):
@@ -117,84 +173,84 @@ def median_and_range(values):
     return f"{statistics.median(values):.2f}" + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
 
 
-def raw_rate(env_id, num_envs, seconds):
-    out, *_ = run([sys.executable, "-c", RAW, env_id, str(num_envs), str(seconds)])
-    return float(out.strip().splitlines()[-1])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-id", default="Walker2d-v4")
     parser.add_argument("--steps", type=int, default=200_000, help="training steps per script")
-    parser.add_argument("--raw-seconds", type=float, default=15.0, help="seconds of each raw-physics measurement")
+    parser.add_argument("--slice", type=float, default=2.0, help="seconds of each script's turn")
+    parser.add_argument("--raw-slice", type=float, default=1.0, help="seconds of the raw-physics process's turn")
     parser.add_argument("--raw-num-envs", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each script, in alternating order")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all scripts, in alternating order")
     parser.add_argument("--first-seed", type=int, default=1, help="repeat r runs --seed first_seed + r (r from 0)")
-    parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS)
+    parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS, help="a script named twice runs twice (ppo_continuous twice: what the turns cost)")
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
-    parser.add_argument("--out", help="also write the table as Markdown to this file")
+    parser.add_argument("--out", help="also append the table (Markdown) to this file")
     args = parser.parse_args()
 
-    if args.steps < 1 or args.repeats < 1 or args.raw_seconds <= 0:
-        parser.error("--steps and --repeats must be at least 1 and --raw-seconds positive")
-    raws = [raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds)]  # before the first repeat, then after each
-    runs = {name: [] for name in args.scripts}  # name -> one dict of measurements per repeat
+    if args.steps < 1 or args.repeats < 1 or args.slice <= 0 or args.raw_slice <= 0 or args.raw_num_envs < 1:
+        parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
+    # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: what the turns cost)
+    labels = [name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}" for i, name in enumerate(args.scripts)]
+    runs = {label: [] for label in labels}  # label -> one dict of measurements per repeat
+    raws = []
     with tempfile.TemporaryDirectory() as runs_dir:
+        counter_path = os.path.join(runs_dir, "raw_steps")
         for repeat in range(args.repeats):
-            for name in args.scripts if repeat % 2 == 0 else reversed(args.scripts):
-                cmd = [sys.executable, f"{name}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps), "--runs-dir", runs_dir,
-                       "--status-interval", "1e9", "--seed", str(args.first_seed + repeat), *args.extra.split()]
-                before = set(glob.glob(os.path.join(runs_dir, "*")))
-                _, wall, rss, pss = run(cmd)
-                (run_dir,) = set(glob.glob(os.path.join(runs_dir, "*"))) - before
-                with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+            order = list(range(len(labels))) if repeat % 2 == 0 else list(range(len(labels)))[::-1]
+            commands = [[sys.executable, f"{args.scripts[i]}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps),
+                         "--runs-dir", os.path.join(runs_dir, f"{repeat}-{i}"), "--status-interval", "1e9",
+                         "--seed", str(args.first_seed + repeat), *args.extra.split()] for i in order]
+            with open(counter_path, "wb") as f:
+                f.write(bytes(8))
+            commands.append([sys.executable, "-c", RAW, args.env_id, str(args.raw_num_envs), counter_path])
+            results = take_turns(commands, [args.slice] * len(order) + [args.raw_slice], counter_index=len(order), counter_path=counter_path)
+            for cmd, result in zip(commands, results):
+                if result["code"] not in (None, 0):
+                    what = "the raw-physics process" if cmd[1] == "-c" else " ".join(cmd)
+                    sys.exit(f"speed.py: error: {what} failed (exit {result['code']}):\n{result['err'][-2000:]}")
+            if results[-1]["rate"] is None:
+                sys.exit("speed.py: error: the raw-physics process never had a turn after making its envs; use more --steps")
+            raws.append(results[-1]["rate"])
+            for i, result in zip(order, results):
+                (progress,) = glob.glob(os.path.join(runs_dir, f"{repeat}-{i}", "*", "progress.csv"))
+                with open(progress, newline="") as f:
                     rows = list(csv.DictReader(f))
-                runs[name].append({"sps": args.steps / wall, "rss": rss, "pss": pss, "wall": wall, "loop_sps": float(rows[-1]["sps"]),
-                                   "rollout": sum(float(r["rollout_time"]) for r in rows), "update": sum(float(r["update_time"]) for r in rows),
-                                   "iteration_ms": undisturbed_iteration_ms(rows), "rollout_ms": undisturbed_iteration_ms(rows, ["rollout_time"]),
-                                   "update_ms": undisturbed_iteration_ms(rows, ["update_time"])})
-            raws.append(raw_rate(args.env_id, args.raw_num_envs, args.raw_seconds))
-            raw_around = (raws[-2] + raws[-1]) / 2
-            for name in args.scripts:
-                measured = runs[name][-1]
-                measured["x_raw"], measured["loop_x_raw"] = measured["sps"] / raw_around, measured["loop_sps"] / raw_around
+                sps = args.steps / result["active"]
+                runs[labels[i]].append({"sps": sps, "x_raw": sps / raws[-1], "seconds": result["active"], "rss": result["rss"], "memory": result["memory"],
+                                        "iteration_ms": undisturbed_iteration_ms(rows), "rollout_ms": undisturbed_iteration_ms(rows, ["rollout_time"]),
+                                        "update_ms": undisturbed_iteration_ms(rows, ["update_time"])})
 
     base = runs.get("ppo_continuous")
     lines = [
-        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) in alternating order (seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
-        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores" + (f", extra flags `{args.extra}`" if args.extra else ""),
+        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) (seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
+        f"side by side in turns of {args.slice:g} s (raw physics {args.raw_slice:g} s), {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores"
+        + (f", extra flags `{args.extra}`" if args.extra else ""),
         "",
-        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), before the first repeat and after each: "
-        + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
+        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), per repeat: " + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
         "",
-        "| script | steps/s (whole process, median) | x raw physics around it (median; range over repeats) | x ppo_continuous (median; range over repeats) "
-        "| peak memory MB, all its processes (PSS; max) | peak RSS MB, largest single process (max) | wall s (median) | training-loop steps/s (median) | loop x raw physics (median) | rollout s / update s (median) "
-        "| undisturbed iteration ms (10th percentile; median) | x ppo_continuous by undisturbed iteration (median; range) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| script | steps/s (whole process, median) | x raw physics (median; range over repeats) | x ppo_continuous (median; range over repeats) "
+        "| peak memory MB (RSS + children's private; max) | peak RSS MB, largest single process (max) | seconds of its turns (median) "
+        "| iteration ms (10th percentile; median) | rollout / update ms (10th percentile; median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     per_repeat = []
     for name, results in runs.items():
-        median = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "pss"}
-        pss = "n/a" if None in [r["pss"] for r in results] else f"{max(r['pss'] for r in results):.0f}"
-        rel = rel_iteration = "n/a"
+        median = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "memory"}
+        memory = "n/a" if None in [r["memory"] for r in results] else f"{max(r['memory'] for r in results):.0f}"
+        rel = "n/a"
         if base:
-            ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]
-            # the ratio of the median rates (as in the earlier tables), with the range of the per-repeat ratios
-            rel = f"{median['sps'] / statistics.median(b['sps'] for b in base):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
-            iteration_ratios = [b["iteration_ms"] / r["iteration_ms"] for r, b in zip(results, base)]
-            rel_iteration = median_and_range(iteration_ratios)
+            ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]  # the same repeat: the same turns of the same machine
+            rel = median_and_range(ratios)
             if name != "ppo_continuous":
-                per_repeat.append(f"{name}: x ppo_continuous per repeat, whole process " + ", ".join(f"{x:.2f}" for x in ratios)
-                                  + "; by undisturbed iteration " + ", ".join(f"{x:.2f}" for x in iteration_ratios))
-        per_repeat.append(f"{name}: undisturbed rollout / update ms per repeat " + ", ".join(f"{r['rollout_ms']:.0f} / {r['update_ms']:.0f}" for r in results))
-        lines.append(f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {pss} | {max(r['rss'] for r in results):.0f} | {median['wall']:.1f} "
-                     f"| {median['loop_sps']:,.0f} | {median['loop_x_raw']:.2f} | {median['rollout']:.1f} / {median['update']:.1f} "
-                     f"| {median['iteration_ms']:.0f} | {rel_iteration} |")
+                per_repeat.append(f"{name}: x ppo_continuous per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
+        per_repeat.append(f"{name}: x raw physics per repeat " + ", ".join(f"{r['x_raw']:.3f}" for r in results))
+        lines.append(f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} | {max(r['rss'] for r in results):.0f} "
+                     f"| {median['seconds']:.1f} | {median['iteration_ms']:.0f} | {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |")
     report = "\n".join(lines + [""] + per_repeat)
     print(report)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
+        with open(args.out, "a") as f:
             f.write(report + "\n")
 
 
