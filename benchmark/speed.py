@@ -10,10 +10,10 @@ resumed one at a time, round robin, for --slice seconds each (the raw process fo
 runs at any moment and each has the machine as it would alone. A script's time is the sum of its turns from start to
 exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time.
 The raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env
-creation. On a shared machine other tenants slow a run unevenly over minutes (runs made one after the other differed
-by 20% between repeats of the same script here); in turns of a few seconds every process meets the same machine, so
-the ratios to the raw rate and to ppo_continuous hold still while the absolute rates move. Turns do not cost the
-processes anything measurable: ppo_continuous against a copy of itself gave 1.00-1.03.
+creation. On a shared machine other tenants slow a run unevenly over minutes (1M-step runs made one after the other
+gave ppo_wm 0.72x to 1.14x of ppo_continuous: benchmark/results/speed-1M-sequential.md); in turns of a few seconds
+every process meets the same machine, so the ratios to the raw rate and to ppo_continuous hold still while the
+absolute rates move. `--scripts ppo_continuous ppo_continuous` measures what the turns themselves cost.
 
 Memory: the peak, sampled every 0.5 s, of a script's resident set (RSS) plus the private pages of its child processes
 (the world-model scripts train the world model in a forked child, which shares the rest of its pages with the
@@ -74,16 +74,23 @@ def children_of():
     return children
 
 
+def process_tree(pid, children=None):
+    """pid and its descendants, parents first (Linux)."""
+    children = children_of() if children is None else children
+    tree = [pid]
+    for p in tree:  # grows while it is walked: breadth-first over the descendants
+        tree += children.get(p, [])
+    return tree
+
+
 def tree_memory_mb(pid, children=None):
     """RSS of a process plus the private pages of its descendants, in MB (Linux; None elsewhere). A forked child's other
     pages are shared with its parent, so counting them again (summed RSS) would double them; PSS would split each page
     with every process that maps it anywhere, so it would fall when other programs load the same libraries."""
     if not os.path.exists("/proc/self/smaps_rollup"):
         return None
-    children = children_of() if children is None else children
-    tree, total = [pid], 0
-    for p in tree:  # grows while it is walked: breadth-first over the descendants
-        tree += children.get(p, [])
+    total = 0
+    for p in process_tree(pid, children):
         fields = ("Rss:",) if p == pid else ("Private_Clean:", "Private_Dirty:")
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
@@ -96,13 +103,13 @@ def tree_memory_mb(pid, children=None):
 def take_turns(commands, slices, counter_index=None, counter_path=None, sample_seconds=0.5):
     """Runs the commands together but one at a time: each is resumed for its slice (seconds), then stopped, round robin,
     until every command but the counter's has exited. Returns, per command, a dict with the seconds it ran ("active"),
-    its exit code, stdout and stderr, the maximum RSS of its largest process (MB, from wait4) and its peak tree memory
+    its pid, exit code (None if it was killed, once another failed or all others were done), stdout and stderr, the maximum RSS of its largest process (MB, from wait4) and its peak tree memory
     (MB, tree_memory_mb). The command at counter_index runs until the others are done, then is killed; for it, "rate"
     is the count in counter_path (an int64 it increments) per second of its turns that began with the count above 0."""
     files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
     procs = [subprocess.Popen([sys.executable, "-c", STOPPED_START, *cmd[1:]] if cmd[0] == sys.executable else cmd,
                               stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True) for cmd, (out, err) in zip(commands, files)]
-    results = [{"active": 0.0, "memory": None, "code": None} for _ in commands]
+    results = [{"active": 0.0, "memory": None, "code": None, "pid": proc.pid} for proc in procs]
     counted_steps = counted_seconds = 0
     done = threading.Event()
 
@@ -191,6 +198,7 @@ def main():
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
     # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: what the turns cost)
     labels = [name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}" for i, name in enumerate(args.scripts)]
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # as Ctrl-C: take_turns then kills the stopped processes
     runs = {label: [] for label in labels}  # label -> one dict of measurements per repeat
     raws = []
     with tempfile.TemporaryDirectory() as runs_dir:

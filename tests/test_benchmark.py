@@ -1,8 +1,12 @@
 """The multi-seed runner (fan-out, skip, resume, failure reporting) and the report's statistics."""
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -218,8 +222,71 @@ def test_wm_cost_probe_runs_the_scripts_world_model_process(monkeypatch, capsys)
     assert "PPO update (49-wide) with the world-model update in a child process (ppo_wm)" in rows
 
 
-def test_speed_run_counts_the_memory_of_child_processes():
-    # a parent forks a child holding 200 MB and then holds 100 MB itself: the tree's peak PSS is their sum
+BUSY = ("import sys, time\n"
+        "stamps, start = [], time.process_time()\n"
+        "while time.process_time() - start < float(sys.argv[1]):  # a fixed amount of CPU work, however often it is stopped\n"
+        "    stamps.append(time.monotonic())\n"
+        "    sum(range(2000))\n"
+        "open(sys.argv[2], 'w').write('\\n'.join(map(repr, stamps)))\n")
+
+
+def test_take_turns_runs_one_process_at_a_time_and_times_only_its_turns(tmp_path):
+    import speed
+
+    start = time.monotonic()
+    results = speed.take_turns([[sys.executable, "-c", BUSY, "0.6", str(tmp_path / "a")],
+                                [sys.executable, "-c", BUSY, "1.2", str(tmp_path / "b")]], [0.2, 0.2])
+    wall = time.monotonic() - start
+    assert [r["code"] for r in results] == [0, 0]
+    # run together they would interleave their time stamps thousands of times; in turns, once per turn
+    stamps = sorted([(float(t), "a") for t in (tmp_path / "a").read_text().split()] + [(float(t), "b") for t in (tmp_path / "b").read_text().split()])
+    switches = sum(1 for (_, x), (_, y) in zip(stamps, stamps[1:]) if x != y)
+    assert len(stamps) > 1000 and 3 <= switches <= wall / 0.2 + 2
+    # a turn's time is at least the CPU time spent in it, and stopped time is not counted: together they fit in the wall time
+    assert results[0]["active"] >= 0.6 and results[1]["active"] >= 1.2
+    assert results[0]["active"] + results[1]["active"] <= wall
+    assert results[1]["active"] > 1.5 * results[0]["active"] - 0.5  # twice the work, about twice the time (start-up aside)
+
+
+COUNTER = ("import mmap, sys, time\n"
+           "t = time.process_time()\n"
+           "while time.process_time() - t < 0.5:  # start-up, as making envs: no turn that includes it counts\n"
+           "    pass\n"
+           "f = open(sys.argv[1], 'r+b')\n"
+           "count = memoryview(mmap.mmap(f.fileno(), 8)).cast('q')\n"
+           "while True:\n"
+           "    t = time.monotonic()\n"
+           "    while time.monotonic() - t < 0.001:  # about 1000 counts per second it runs\n"
+           "        pass\n"
+           "    count[0] += 1\n")
+
+
+def test_take_turns_rates_the_counter_process_by_its_own_turns_and_ends_it(tmp_path):
+    import speed
+
+    counter_path = tmp_path / "count"
+    counter_path.write_bytes(bytes(8))
+    results = speed.take_turns([[sys.executable, "-c", BUSY, "1.0", str(tmp_path / "a")], [sys.executable, "-c", COUNTER, str(counter_path)]],
+                               [0.2, 0.2], counter_index=1, counter_path=str(counter_path))
+    assert results[0]["code"] == 0 and results[1]["code"] is None  # killed once the other was done
+    # counted over the turns it counted in: about 1000 per second (about 500 if the other's turns were counted too,
+    # about 600 with its start-up)
+    assert 800 < results[1]["rate"] <= 1010
+    with pytest.raises(ProcessLookupError):
+        os.kill(results[1]["pid"], 0)
+
+
+def test_take_turns_stops_at_a_failing_command_and_leaves_no_process(tmp_path):
+    import speed
+
+    results = speed.take_turns([[sys.executable, "-c", BUSY, "30", str(tmp_path / "a")], [sys.executable, "-c", "import sys; sys.exit(3)"]], [0.2, 0.2])
+    assert results[1]["code"] == 3 and results[0]["code"] is None and results[0]["active"] < 5
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left stopped
+        os.kill(results[0]["pid"], 0)
+
+
+def test_take_turns_counts_the_memory_of_child_processes():
+    # a parent forks a child holding 200 MB and then holds 100 MB itself: the tree's peak is their sum
     import speed
 
     script = ("import os, time\n"
@@ -230,9 +297,9 @@ def test_speed_run_counts_the_memory_of_child_processes():
               "held = bytearray(100 * 2**20)\n"
               "os.wait()\n"
               "print('done')\n")
-    out, wall, _, pss = speed.run([sys.executable, "-c", script], sample_seconds=0.2)
-    assert out.strip() == "done" and wall >= 2
-    assert pss > 300  # both processes: the parent alone is ~110 MB, the larger one alone ~210
+    (result,) = speed.take_turns([[sys.executable, "-c", script]], [0.5], sample_seconds=0.2)
+    assert result["out"].strip() == "done" and result["active"] >= 2
+    assert result["memory"] > 300  # both processes: the parent alone is ~110 MB, the larger one alone ~210
 
 
 def test_undisturbed_iteration_time_ignores_iterations_slowed_by_other_work():
@@ -244,3 +311,45 @@ def test_undisturbed_iteration_time_ignores_iterations_slowed_by_other_work():
     slower_code = [{"rollout_time": "0.25", "update_time": "0.1"}] * 20
     assert speed.undisturbed_iteration_ms(slower_code) == pytest.approx(350)
     assert speed.undisturbed_iteration_ms(slower_code, ["rollout_time"]) == pytest.approx(250)
+
+
+def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monkeypatch, capsys):
+    import speed
+
+    out = tmp_path / "speed.md"
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--steps", "2048", "--scripts", "ppo_continuous", "ppo_wm", "--slice", "0.5", "--raw-slice", "0.3",
+                                      "--extra", "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0", "--out", str(out)])
+    speed.main()
+    report = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in report.splitlines() if line.startswith("| ppo")}
+    assert set(rows) == {"ppo_continuous", "ppo_wm"} and rows["ppo_continuous"][2] == "1.00"
+    raw = float(re.search(r"per repeat: ([\d,]+) steps/s", report).group(1).replace(",", ""))
+    for sps, x_raw, *_ in rows.values():  # the x-raw column is the script's rate over the raw rate of the same turns
+        assert float(x_raw) == pytest.approx(float(sps.replace(",", "")) / raw, abs=0.006)
+    assert float(rows["ppo_wm"][3]) > float(rows["ppo_continuous"][3])  # memory: the world-model child's private pages count
+    assert out.read_text().strip() == report.strip()
+
+
+def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
+    import speed
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "speed.py"), "--steps", "100000", "--scripts", "ppo_continuous", "ppo_wm",
+                             "--slice", "0.3", "--raw-slice", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(tree := speed.process_tree(proc.pid)) < 5 and time.monotonic() < deadline:  # speed.py, the two scripts, ppo_wm's child, raw
+        time.sleep(0.2)
+    assert len(tree) >= 5
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+
+    def alive(pid):  # a zombie is dead: its parent was killed with it, so init reaps it
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10  # SIGKILL takes a moment to end a process
+    while (left := [pid for pid in tree[1:] if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []  # none left behind, stopped or running
