@@ -15,9 +15,10 @@ gave ppo_wm 0.72x to 1.14x of ppo_continuous: benchmark/results/speed-1M-sequent
 every process meets the same machine, so the ratios to the raw rate and to ppo_continuous hold still while the
 absolute rates move. `--scripts ppo_continuous ppo_continuous` measures what the turns themselves cost.
 
-Memory: the peak, sampled every 0.5 s, of a script's resident set (RSS) plus the private pages of its child processes
-(the world-model scripts train the world model in a forked child, which shares the rest of its pages with the
-script). Unlike PSS this does not fall when other processes map the same libraries, as the scripts running together do.
+Memory: the peak, read after each of a script's turns (while it is stopped, so reading it slows no one), of its
+resident set (RSS) plus the private pages of its child processes (the world-model scripts train the world model in a
+forked child, which shares the rest of its pages with the script). Unlike PSS this does not fall when other processes
+map the same libraries, as the scripts running together do.
 
 With --repeats R the round-robin order alternates (A B C, C B A, ...), and repeat r (from 1) runs every script with
 --seed r (--first-seed shifts them), so over repeats the ratios average over several trained policies. Under the table,
@@ -36,7 +37,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,25 +100,19 @@ def tree_memory_mb(pid, children=None):
     return total / 1024
 
 
-def take_turns(commands, slices, counter_index=None, counter_path=None, sample_seconds=0.5):
+def take_turns(commands, slices, counter_index=None, counter_path=None):
     """Runs the commands together but one at a time: each is resumed for its slice (seconds), then stopped, round robin,
     until every command but the counter's has exited. Returns, per command, a dict with the seconds it ran ("active"),
-    its pid, exit code (None if it was killed, once another failed or all others were done), stdout and stderr, the maximum RSS of its largest process (MB, from wait4) and its peak tree memory
-    (MB, tree_memory_mb). The command at counter_index runs until the others are done, then is killed; for it, "rate"
-    is the count in counter_path (an int64 it increments) per second of its turns that began with the count above 0."""
+    its pid, exit code (None if it was killed, once another failed or all others were done), stdout and stderr, the
+    maximum RSS of its largest process (MB, from wait4) and its peak tree memory (MB, tree_memory_mb, read after each of
+    its turns, while it is stopped: reading a process's memory map costs up to 20 ms, which then slows no one). The
+    command at counter_index runs until the others are done, then is killed; for it, "rate" is the count in
+    counter_path (an int64 it increments) per second of its turns that began with the count above 0."""
     files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
     procs = [subprocess.Popen([sys.executable, "-c", STOPPED_START, *cmd[1:]] if cmd[0] == sys.executable else cmd,
                               stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True) for cmd, (out, err) in zip(commands, files)]
     results = [{"active": 0.0, "memory": None, "code": None, "pid": proc.pid} for proc in procs]
     counted_steps = counted_seconds = 0
-    done = threading.Event()
-
-    def sample():
-        while not done.wait(sample_seconds):
-            children = children_of()
-            for proc, result in zip(procs, results):
-                if result["code"] is None and (mb := tree_memory_mb(proc.pid, children)) is not None:
-                    result["memory"] = max(result["memory"] or 0, mb)
 
     def count():
         with open(counter_path, "rb") as f:
@@ -126,10 +120,8 @@ def take_turns(commands, slices, counter_index=None, counter_path=None, sample_s
 
     try:
         for proc in procs:
-            if proc.args[0] == sys.executable and proc.args[1] == "-c" and proc.args[2] == STOPPED_START:
+            if proc.args[:3] == [sys.executable, "-c", STOPPED_START]:
                 os.waitpid(proc.pid, os.WUNTRACED)  # until it has stopped itself
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         while any(r["code"] is None for i, r in enumerate(results) if i != counter_index):
             for i, (proc, result) in enumerate(zip(procs, results)):
                 if result["code"] is not None:
@@ -143,19 +135,21 @@ def take_turns(commands, slices, counter_index=None, counter_path=None, sample_s
                         result["code"], result["rss"] = os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
                         proc.returncode = result["code"]
                         break
-                    time.sleep(min(left, 0.005))
+                    time.sleep(min(left, 0.02))  # sees an exit within 20 ms: once per run
                 else:
                     os.killpg(proc.pid, signal.SIGSTOP)
-                result["active"] += time.perf_counter() - start
+                turn = time.perf_counter() - start
+                result["active"] += turn
                 if before:  # a turn of pure stepping (a count of 0 means the envs were still being made)
                     counted_steps += count() - before
-                    counted_seconds += time.perf_counter() - start
+                    counted_seconds += turn
+                if result["code"] is None and (mb := tree_memory_mb(proc.pid)) is not None:
+                    result["memory"] = max(result["memory"] or 0, mb)
                 if result["code"] not in (None, 0):
                     break
             if any(r["code"] not in (None, 0) for r in results):
                 break
     finally:
-        done.set()
         for proc, result in zip(procs, results):
             if result["code"] is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # also when stopped; also the children

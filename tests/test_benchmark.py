@@ -286,7 +286,7 @@ def test_take_turns_stops_at_a_failing_command_and_leaves_no_process(tmp_path):
 
 
 def test_take_turns_counts_the_memory_of_child_processes():
-    # a parent forks a child holding 200 MB and then holds 100 MB itself: the tree's peak is their sum
+    # a parent forks a child holding 200 MB for 2 s and then holds 100 MB itself: the tree's peak is their sum
     import speed
 
     script = ("import os, time\n"
@@ -297,7 +297,7 @@ def test_take_turns_counts_the_memory_of_child_processes():
               "held = bytearray(100 * 2**20)\n"
               "os.wait()\n"
               "print('done')\n")
-    (result,) = speed.take_turns([[sys.executable, "-c", script]], [0.5], sample_seconds=0.2)
+    (result,) = speed.take_turns([[sys.executable, "-c", script]], [0.3])  # read after every turn
     assert result["out"].strip() == "done" and result["active"] >= 2
     assert result["memory"] > 300  # both processes: the parent alone is ~110 MB, the larger one alone ~210
 
