@@ -7,13 +7,15 @@
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
 resumed one at a time, round robin, for --slice seconds each (the raw process for --raw-slice), so only one of them
-runs at any moment and each has the machine as it would alone. A script's time is the sum of its turns from start to
+runs at any moment and each has the CPUs to itself (but for other tenants). A script's time is the sum of its turns from start to
 exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time.
 The raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env
 creation. On a shared machine other tenants slow a run unevenly over minutes (1M-step runs made one after the other
 gave ppo_wm 0.72x to 1.14x of ppo_continuous: benchmark/results/speed-1M-sequential.md); in turns of a few seconds
 every process meets the same machine, so the ratios to the raw rate and to ppo_continuous hold still while the
-absolute rates move. `--scripts ppo_continuous ppo_continuous` measures what the turns themselves cost.
+absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against itself) shows the noise that is left.
+The ratio to the raw rate is the less robust one: the raw process uses one core and the scripts two, so work of
+other tenants on one core slows the scripts more than it slows the raw process.
 
 Memory: the peak, read after each of a script's turns (while it is stopped, so reading it slows no one), of its
 resident set (RSS) plus the private pages of its child processes (the world-model scripts train the world model in a
@@ -183,7 +185,7 @@ def main():
     parser.add_argument("--raw-num-envs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all scripts, in alternating order")
     parser.add_argument("--first-seed", type=int, default=1, help="repeat r runs --seed first_seed + r (r from 0)")
-    parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS, help="a script named twice runs twice (ppo_continuous twice: what the turns cost)")
+    parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS, help="a script named twice runs twice (ppo_continuous twice: the noise left between identical runs)")
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
     parser.add_argument("--out", help="also append the table (Markdown) to this file")
     args = parser.parse_args()
