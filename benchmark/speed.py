@@ -192,7 +192,7 @@ def main():
 
     if args.steps < 1 or args.repeats < 1 or args.slice <= 0 or args.raw_slice <= 0 or args.raw_num_envs < 1:
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
-    # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: what the turns cost)
+    # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: the noise left)
     labels = [name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}" for i, name in enumerate(args.scripts)]
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # as Ctrl-C: take_turns then kills the stopped processes
     runs = {label: [] for label in labels}  # label -> one dict of measurements per repeat
