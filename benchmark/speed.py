@@ -2,7 +2,7 @@
 
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
     python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed-1M.md   # the default budget
-    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed.md
+    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed-hopper.md
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
@@ -60,12 +60,12 @@ while True:
     counter[0] += num_envs
 """
 
-# started in place of a command: stops itself, then becomes the command when first resumed, so none of it runs outside its turns
-STOPPED_START = "import os, signal, sys; os.kill(os.getpid(), signal.SIGSTOP); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+# started in front of every command: stops itself, then becomes the command when first resumed, so none of it runs outside its turns
+STOPPED_START = "import os, signal, sys; os.kill(os.getpid(), signal.SIGSTOP); os.execvp(sys.argv[1], sys.argv[1:])"
 
 
-def children_of():
-    """{pid: [child pids]} of every process (Linux /proc)."""
+def process_tree(pid):
+    """pid and its descendants, parents first (Linux /proc)."""
     children = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
@@ -73,26 +73,20 @@ def children_of():
                 children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(stat.split("/")[2]))
         except (OSError, ValueError):
             pass  # exited meanwhile
-    return children
-
-
-def process_tree(pid, children=None):
-    """pid and its descendants, parents first (Linux)."""
-    children = children_of() if children is None else children
     tree = [pid]
     for p in tree:  # grows while it is walked: breadth-first over the descendants
         tree += children.get(p, [])
     return tree
 
 
-def tree_memory_mb(pid, children=None):
+def tree_memory_mb(pid):
     """RSS of a process plus the private pages of its descendants, in MB (Linux; None elsewhere). A forked child's other
     pages are shared with its parent, so counting them again (summed RSS) would double them; PSS would split each page
     with every process that maps it anywhere, so it would fall when other programs load the same libraries."""
     if not os.path.exists("/proc/self/smaps_rollup"):
         return None
     total = 0
-    for p in process_tree(pid, children):
+    for p in process_tree(pid):
         fields = ("Rss:",) if p == pid else ("Private_Clean:", "Private_Dirty:")
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
@@ -111,8 +105,8 @@ def take_turns(commands, slices, counter_index=None, counter_path=None):
     command at counter_index runs until the others are done, then is killed; for it, "rate" is the count in
     counter_path (an int64 it increments) per second of its turns that began with the count above 0."""
     files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
-    procs = [subprocess.Popen([sys.executable, "-c", STOPPED_START, *cmd[1:]] if cmd[0] == sys.executable else cmd,
-                              stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True) for cmd, (out, err) in zip(commands, files)]
+    procs = [subprocess.Popen([sys.executable, "-c", STOPPED_START, *cmd], stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True)
+             for cmd, (out, err) in zip(commands, files)]
     results = [{"active": 0.0, "memory": None, "code": None, "pid": proc.pid} for proc in procs]
     counted_steps = counted_seconds = 0
 
@@ -122,8 +116,7 @@ def take_turns(commands, slices, counter_index=None, counter_path=None):
 
     try:
         for proc in procs:
-            if proc.args[:3] == [sys.executable, "-c", STOPPED_START]:
-                os.waitpid(proc.pid, os.WUNTRACED)  # until it has stopped itself
+            os.waitpid(proc.pid, os.WUNTRACED)  # until it has stopped itself
         while any(r["code"] is None for i, r in enumerate(results) if i != counter_index):
             for i, (proc, result) in enumerate(zip(procs, results)):
                 if result["code"] is not None:

@@ -1,4 +1,5 @@
-"""The multi-seed runner (fan-out, skip, resume, failure reporting) and the report's statistics."""
+"""The multi-seed runner (fan-out, skip, resume, failure reporting), the report's statistics, the probes, and the speed
+benchmark's turns."""
 import csv
 import json
 import os
