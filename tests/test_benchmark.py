@@ -191,6 +191,23 @@ def test_rollout_probe_env_split_is_the_same_computation_and_the_pipeline_is_not
     assert pipelined != even
 
 
+def test_update_probe_compares_the_same_function_with_every_tanh_replaced():
+    # the probe's second row must be the agent with the same weights and the same activation function, computed
+    # another way: every nn.Tanh replaced, the original agent left as it was
+    import torch
+    import update_probe
+
+    agent = update_probe.Agent(17, 6)
+    other = update_probe.with_sigmoid_tanh(agent)
+    assert [isinstance(m, torch.nn.Tanh) for m in agent.modules()].count(True) == 4
+    assert not any(isinstance(m, torch.nn.Tanh) for m in other.modules())
+    x = torch.randn(512, 17) * 3
+    assert torch.allclose(other.actor_mean(x), agent.actor_mean(x), atol=1e-6)
+    assert torch.allclose(other.get_value(x), agent.get_value(x), atol=1e-6)
+    z = torch.linspace(-12, 12, 10001)
+    assert (update_probe.TanhViaSigmoid()(z) - torch.tanh(z)).abs().max() < 3e-7
+
+
 def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_runs, monkeypatch, capsys):
     # rows 1 and 2 must take the same actions (the encoder's output is discarded), row 3 the world-model agent's own
     import policy_cost_probe
