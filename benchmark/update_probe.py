@@ -5,7 +5,7 @@
 The update is overlap_probe.py's (the scripts' losses, 10 epochs x 8 minibatches of 256, without logging) on a random
 batch of Walker2d-v4's sizes, with ppo_continuous.py's Agent. First the torch profiler's top ops of one update by
 self CPU time; then the update timed, in alternating order, with the Agent's nn.Tanh and with tanh written as
-2 * sigmoid(2x) - 1 (the same function; about 1e-7 apart in float32, so runs would no longer be bit-identical to
+2 * sigmoid(2x) - 1 (the same function; at most 3e-7 apart in float32, so runs would no longer be bit-identical to
 those made with nn.Tanh). Medians over --repeats.
 """
 import argparse
