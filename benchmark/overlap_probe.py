@@ -3,7 +3,7 @@
     python benchmark/overlap_probe.py --iterations 60 --repeats 2
 
 A throughput probe, not a training script: the PPO loop of ppo_continuous.py (its agent, normalizer, env groups and
-GAE; 16 Walker2d envs x 128 steps, 8 minibatches, 10 epochs), run two ways in alternating order. "serial" is what the
+GAE; its defaults: 16 Walker2d envs x 128 steps, 4 minibatches, 10 epochs), run two ways in alternating order. "serial" is what the
 script does: rollout, then update. "overlap" collects rollout k+1 with the policy from before update k while update k
 runs in a second thread (the behaviour policy lags one update). Prints steps/s of each; no logging, evaluations or
 checkpoints, so the serial rate is the script's loop without them.
@@ -21,9 +21,12 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ppo_continuous import Agent, Normalizer, compute_gae, make_envs, reset_envs, step_envs  # noqa: E402
+from ppo_continuous import Agent, Args, Normalizer, compute_gae, make_envs, reset_envs, step_envs  # noqa: E402
 
-NUM_ENVS, NUM_STEPS, MINIBATCH, EPOCHS = 16, 128, 256, 10
+# the scripts' defaults, so the probes measure the update the scripts run
+DEFAULTS = Args()
+NUM_ENVS, NUM_STEPS, EPOCHS, LEARNING_RATE = DEFAULTS.num_envs, DEFAULTS.num_steps, DEFAULTS.update_epochs, DEFAULTS.learning_rate
+MINIBATCH = NUM_ENVS * NUM_STEPS // DEFAULTS.num_minibatches
 
 
 def main():
@@ -70,7 +73,7 @@ def measure(env_id, iterations, mode):
     obs_dim, act_dim = env_groups[0].single_observation_space.shape[0], env_groups[0].single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim)
     behaviour = copy.deepcopy(agent)  # the acting copy in overlap mode
-    optimizer = torch.optim.Adam(agent.parameters(), lr=6e-4, eps=1e-5, fused=True)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=LEARNING_RATE, eps=1e-5, fused=True)
     normalizer = Normalizer((obs_dim,), NUM_ENVS, 0.99)
     env_pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))
     update_pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))

@@ -2,7 +2,7 @@
 
     python benchmark/update_probe.py --repeats 15
 
-The update is overlap_probe.py's (the scripts' losses, 10 epochs x 8 minibatches of 256, without logging) on a random
+The update is overlap_probe.py's (the scripts' losses and default minibatches, without logging) on a random
 batch of Walker2d-v4's sizes, with ppo_continuous.py's Agent. First the torch profiler's top ops of one update by
 self CPU time; then the update timed, in alternating order, with the Agent's nn.Tanh and with tanh written as
 2 * sigmoid(2x) - 1 (the same function; at most 3e-7 apart in float32, so runs would no longer be bit-identical to
@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.profiler import profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from overlap_probe import ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
+from overlap_probe import LEARNING_RATE, ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from ppo_continuous import Agent  # noqa: E402
 
 OBS_DIM, ACT_DIM, BATCH = 17, 6, 2048
@@ -54,7 +54,7 @@ def main():
     batch = (torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1, torch.randn(BATCH) - 8, *torch.randn(3, BATCH))
     agents = {"nn.Tanh (the scripts)": Agent(OBS_DIM, ACT_DIM)}
     agents["2 * sigmoid(2x) - 1"] = with_sigmoid_tanh(agents["nn.Tanh (the scripts)"])
-    optimizers = {name: torch.optim.Adam(a.parameters(), lr=6e-4, eps=1e-5, fused=True) for name, a in agents.items()}
+    optimizers = {name: torch.optim.Adam(a.parameters(), lr=LEARNING_RATE, eps=1e-5, fused=True) for name, a in agents.items()}
 
     def update(name):
         start = time.perf_counter()

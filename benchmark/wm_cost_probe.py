@@ -4,7 +4,7 @@
     python benchmark/wm_cost_probe.py --repeats 20
 
 Uses the scripts' own Agent, Encoder, Dynamics, train_world_model, policy_input and latent_stats on random data of
-the default sizes (batch 2048, 10 epochs x 8 minibatches for PPO, 2 epochs x 4 minibatches for the world model). The
+the default sizes (batch 2048, the scripts' minibatches and epochs for PPO, 2 epochs x 4 minibatches for the world model). The
 PPO update is overlap_probe.py's: the scripts' losses without logging. Pieces: the PPO update on 17-wide inputs
 (ppo_continuous) and on 49-wide inputs [obs, z] (ppo_wm); the world-model update alone; the PPO update with the
 world-model update in a second thread (how the scripts ran it before) and in a child process (ppo_wm.py's own
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from overlap_probe import ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
+from overlap_probe import LEARNING_RATE, ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from ppo_wm import Agent, policy_input, receive, train_world_model, world_model_process  # noqa: E402
 from wm_common import Dynamics, Encoder, intrinsic_reward, latent_stats  # noqa: E402
 
@@ -56,7 +56,7 @@ def main():
     encoder, dynamics = Encoder(OBS_DIM, Z_DIM), Dynamics(Z_DIM, ACT_DIM, OBS_DIM)
     wm_optimizer = torch.optim.Adam(list(encoder.parameters()) + list(dynamics.parameters()), lr=1e-3, fused=True)
     agents = {width: Agent(width, ACT_DIM) for width in (OBS_DIM, OBS_DIM + Z_DIM)}
-    optimizers = {width: torch.optim.Adam(a.parameters(), lr=6e-4, eps=1e-5, fused=True) for width, a in agents.items()}
+    optimizers = {width: torch.optim.Adam(a.parameters(), lr=LEARNING_RATE, eps=1e-5, fused=True) for width, a in agents.items()}
     obs, next_obs, actions = torch.randn(BATCH, OBS_DIM), torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1
     rest = (actions, torch.randn(BATCH) - 8, torch.randn(BATCH), torch.randn(BATCH), torch.randn(BATCH))  # logprobs, adv, returns, values
     inputs = {OBS_DIM: obs, OBS_DIM + Z_DIM: policy_input(obs, encoder)}
