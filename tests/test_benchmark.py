@@ -208,6 +208,23 @@ def test_update_probe_compares_the_same_function_with_every_tanh_replaced():
     assert (update_probe.TanhViaSigmoid()(z) - torch.tanh(z)).abs().max() < 3e-7
 
 
+def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
+    # the probes time "the scripts' update": a changed default must change what they time, not leave them on the old one
+    import torch
+    import overlap_probe
+    from ppo_continuous import Args
+
+    defaults = Args()
+    agent = overlap_probe.Agent(17, 6)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=overlap_probe.LEARNING_RATE)
+    sizes = []
+    agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
+    n = defaults.num_envs * defaults.num_steps
+    overlap_probe.ppo_epochs(agent, optimizer, torch.randn(n, 17), torch.rand(n, 6) * 2 - 1, torch.randn(n) - 8, *torch.randn(3, n))
+    assert sizes == [n // defaults.num_minibatches] * (defaults.num_minibatches * defaults.update_epochs)
+    assert optimizer.param_groups[0]["lr"] == defaults.learning_rate
+
+
 def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_runs, monkeypatch, capsys):
     # rows 1 and 2 must take the same actions (the encoder's output is discarded), row 3 the world-model agent's own
     import policy_cost_probe
