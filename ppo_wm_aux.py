@@ -69,7 +69,7 @@ class Args:
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
-    """the number of mini-batches (4 of 512: half the gradient steps of 8 at the same score, see README)"""
+    """the number of mini-batches (4 of 512: half the gradient steps of 8 of 256, scores within the noise of it in E1, see README)"""
     update_epochs: int = 10
     """the K epochs to update the policy"""
     norm_adv: bool = True
