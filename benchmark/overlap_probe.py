@@ -3,7 +3,7 @@
     python benchmark/overlap_probe.py --iterations 60 --repeats 2
 
 A throughput probe, not a training script: the PPO loop of ppo_continuous.py (its agent, normalizer, env groups and
-GAE; its defaults: 16 Walker2d envs x 128 steps, 4 minibatches, 10 epochs), run two ways in alternating order. "serial" is what the
+GAE, on Walker2d by default; its default envs, steps, minibatches, epochs and learning rate), run two ways in alternating order. "serial" is what the
 script does: rollout, then update. "overlap" collects rollout k+1 with the policy from before update k while update k
 runs in a second thread (the behaviour policy lags one update). Prints steps/s of each; no logging, evaluations or
 checkpoints, so the serial rate is the script's loop without them.

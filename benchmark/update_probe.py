@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.profiler import profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from overlap_probe import LEARNING_RATE, ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
+from overlap_probe import EPOCHS, LEARNING_RATE, MINIBATCH, ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
 from ppo_continuous import Agent  # noqa: E402
 
 OBS_DIM, ACT_DIM, BATCH = 17, 6, 2048
@@ -67,7 +67,7 @@ def main():
         update("nn.Tanh (the scripts)")
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total_ms = sum(e.self_cpu_time_total for e in ops) / 1000
-    print(f"one update (80 minibatches), self CPU {total_ms:.1f} ms; top ops:")
+    print(f"one update ({EPOCHS * BATCH // MINIBATCH} minibatches of {MINIBATCH}), self CPU {total_ms:.1f} ms; top ops:")
     for e in ops[: args.top]:
         print(f"  {e.key:<40} {e.self_cpu_time_total / 1000:6.1f} ms  {100 * e.self_cpu_time_total / 1000 / total_ms:4.1f}%  {e.count} calls")
 

@@ -4,7 +4,7 @@
     python benchmark/wm_cost_probe.py --repeats 20
 
 Uses the scripts' own Agent, Encoder, Dynamics, train_world_model, policy_input and latent_stats on random data of
-the default sizes (batch 2048, the scripts' minibatches and epochs for PPO, 2 epochs x 4 minibatches for the world model). The
+the default sizes (the scripts' default batch, minibatches and epochs, for PPO and for the world model). The
 PPO update is overlap_probe.py's: the scripts' losses without logging. Pieces: the PPO update on 17-wide inputs
 (ppo_continuous) and on 49-wide inputs [obs, z] (ppo_wm); the world-model update alone; the PPO update with the
 world-model update in a second thread (how the scripts ran it before) and in a child process (ppo_wm.py's own
@@ -26,10 +26,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from overlap_probe import LEARNING_RATE, ppo_epochs  # noqa: E402  (the benchmark folder is on the path when run as a script)
-from ppo_wm import Agent, policy_input, receive, train_world_model, world_model_process  # noqa: E402
+from ppo_wm import Agent, Args, policy_input, receive, train_world_model, world_model_process  # noqa: E402
 from wm_common import Dynamics, Encoder, intrinsic_reward, latent_stats  # noqa: E402
 
-OBS_DIM, ACT_DIM, Z_DIM, BATCH = 17, 6, 32, 2048
+OBS_DIM, ACT_DIM = 17, 6
+# the world-model scripts' defaults, so the pieces are those the scripts run
+DEFAULTS = Args()
+Z_DIM, BATCH, WM_EPOCHS = DEFAULTS.z_dim, DEFAULTS.num_envs * DEFAULTS.num_steps, DEFAULTS.wm_epochs
+WM_MINIBATCH = BATCH // DEFAULTS.wm_num_minibatches
 
 
 def echo(conn):
@@ -54,7 +58,7 @@ def main():
     torch.manual_seed(0)
     pool = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))
     encoder, dynamics = Encoder(OBS_DIM, Z_DIM), Dynamics(Z_DIM, ACT_DIM, OBS_DIM)
-    wm_optimizer = torch.optim.Adam(list(encoder.parameters()) + list(dynamics.parameters()), lr=1e-3, fused=True)
+    wm_optimizer = torch.optim.Adam(list(encoder.parameters()) + list(dynamics.parameters()), lr=DEFAULTS.wm_learning_rate, fused=True)
     agents = {width: Agent(width, ACT_DIM) for width in (OBS_DIM, OBS_DIM + Z_DIM)}
     optimizers = {width: torch.optim.Adam(a.parameters(), lr=LEARNING_RATE, eps=1e-5, fused=True) for width, a in agents.items()}
     obs, next_obs, actions = torch.randn(BATCH, OBS_DIM), torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1
@@ -62,7 +66,7 @@ def main():
     inputs = {OBS_DIM: obs, OBS_DIM + Z_DIM: policy_input(obs, encoder)}
 
     def world_model():
-        train_world_model(encoder, dynamics, wm_optimizer, obs, actions, next_obs, [torch.randperm(BATCH) for _ in range(2)], BATCH // 4)
+        train_world_model(encoder, dynamics, wm_optimizer, obs, actions, next_obs, [torch.randperm(BATCH) for _ in range(WM_EPOCHS)], WM_MINIBATCH)
 
     def ppo(width):
         return lambda: ppo_epochs(agents[width], optimizers[width], inputs[width], *rest)
@@ -74,12 +78,12 @@ def main():
 
     conn, child_conn = multiprocessing.Pipe()
     child = multiprocessing.get_context("spawn").Process(target=world_model_process, args=(
-        child_conn, conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, torch.tensor(-1.0), torch.tensor(1.0), BATCH // 4, 1,
+        child_conn, conn, encoder, dynamics, wm_optimizer, obs, actions, next_obs, torch.tensor(-1.0), torch.tensor(1.0), WM_MINIBATCH, 1,
     ))
     child.start()
 
     def ppo_with_world_model_in_process():
-        conn.send(("train", torch.stack([torch.randperm(BATCH) for _ in range(2)]).numpy()))
+        conn.send(("train", torch.stack([torch.randperm(BATCH) for _ in range(WM_EPOCHS)]).numpy()))
         ppo(OBS_DIM + Z_DIM)()
         receive(conn)
 
@@ -102,7 +106,7 @@ def main():
     echo_child.start()
 
     def shuffles_round_trip(as_array):
-        perms = [torch.randperm(BATCH) for _ in range(2)]
+        perms = [torch.randperm(BATCH) for _ in range(WM_EPOCHS)]
         echo_conn.send(("train", torch.stack(perms).numpy() if as_array else perms))
         echo_conn.recv()
 

@@ -216,13 +216,13 @@ def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
 
     defaults = Args()
     agent = overlap_probe.Agent(17, 6)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=overlap_probe.LEARNING_RATE)
+    optimizer = torch.optim.Adam(agent.parameters())
     sizes = []
     agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
     n = defaults.num_envs * defaults.num_steps
     overlap_probe.ppo_epochs(agent, optimizer, torch.randn(n, 17), torch.rand(n, 6) * 2 - 1, torch.randn(n) - 8, *torch.randn(3, n))
     assert sizes == [n // defaults.num_minibatches] * (defaults.num_minibatches * defaults.update_epochs)
-    assert optimizer.param_groups[0]["lr"] == defaults.learning_rate
+    assert overlap_probe.LEARNING_RATE == defaults.learning_rate
 
 
 def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_runs, monkeypatch, capsys):
