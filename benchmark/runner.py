@@ -60,9 +60,10 @@ def pool_name(variant, extra):
     return "+".join([variant, *tokens]) if tokens else variant
 
 
-def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra):
+def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, variants=None):
     """One dict per run: what to execute and where its outputs go."""
-    variants, default_tasks = EXPERIMENTS[experiment]
+    all_variants, default_tasks = EXPERIMENTS[experiment]
+    variants = variants or all_variants
     runs = []
     for seed in seeds:  # seed-major: a budget cut short still leaves every configuration with the same seeds
         for env_id in env_ids or default_tasks:
@@ -203,6 +204,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="E1")
     parser.add_argument("--env-ids", nargs="+", help="tasks (default: the experiment's)")
+    parser.add_argument("--variants", nargs="+", help="run only these of the experiment's variants, e.g. 'ppo' (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--total-timesteps", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
@@ -216,15 +218,24 @@ def main(argv=None):
     parser.add_argument("--sbatch-args", default="", help="extra sbatch arguments, e.g. '--partition=cpu --time=2:00:00'")
     parser.add_argument("--report-only", action="store_true", help="only write the report of existing runs")
     parser.add_argument("--no-report", action="store_true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse takes the value of "--extra --no-clip-vloss" for an option of its own: bind it as "--extra=--no-clip-vloss"
+    if "--extra" in argv[:-1]:
+        i = argv.index("--extra")
+        argv[i : i + 2] = [f"--extra={argv[i + 1]}"]
     args = parser.parse_args(argv)
+    all_variants = EXPERIMENTS[args.experiment][0]
+    unknown = sorted(set(args.variants or []) - set(all_variants))
+    if unknown:
+        parser.error(f"--variants {' '.join(unknown)} not in {args.experiment}: choose from {' '.join(all_variants)}")
+    variants = [v for v in all_variants if not args.variants or v in args.variants]
     if args.workers < 1 or args.total_timesteps < 1 or not args.seeds:
         parser.error("--workers and --total-timesteps must be positive and --seeds non-empty")
 
     extra = args.extra.split()
     if args.workers >= (os.cpu_count() or 1) and "--num-env-threads" not in extra:
         extra += ["--num-env-threads", "1"]  # one core per run when runs fill the machine (results do not change)
-    runs = plan(args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra)
-    variants = EXPERIMENTS[args.experiment][0]
+    runs = plan(args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra, variants)
     try:
         for r in runs:
             run_state(r)
@@ -244,7 +255,8 @@ def main(argv=None):
         import report
 
         pools = [pool_name(v, extra) for v in variants]
-        report.write_report([os.path.join(args.runs_root, p) for p in pools], os.path.join(args.results_dir, pool_name(args.experiment, extra)),
+        name = args.experiment if variants == all_variants else "+".join([args.experiment, *variants])  # never overwrite the full report
+        report.write_report([os.path.join(args.runs_root, p) for p in pools], os.path.join(args.results_dir, pool_name(name, extra)),
                             args.total_timesteps, baseline=pools[0], title=args.experiment, env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
                             seeds=args.seeds)
     return rc

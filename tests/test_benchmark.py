@@ -47,6 +47,12 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     assert runner.main([*common, "--total-timesteps", "256", "--no-report"]) == 0
     assert "6 already finished, 0 to run" in capsys.readouterr().out
 
+    # a subset of the variants reports to its own folder and leaves the full report as it was
+    assert runner.main([*common, "--total-timesteps", "256", "--variants", "ppo_wm_aux_alpha0.05", "ppo_wm", "--report-only"]) == 0
+    subset = (tmp_path / "results" / runner.pool_name("E3+ppo_wm+ppo_wm_aux_alpha0.05", TINY_EXTRA.split()) / "summary.md").read_text()
+    assert f"| {pools['ppo_wm_aux_alpha0.05']} | 2 |" in subset and f"| {pools['ppo_wm_aux']} |" not in subset
+    assert (results / "summary.md").read_text() == summary
+
     # more steps: every run continues in place with --resume; one run's checkpoint is corrupt and must fail loudly
     broken = runs[0].parent / "checkpoint.pt"
     broken.write_bytes(b"corrupt")
@@ -67,6 +73,17 @@ def test_dry_run_prints_commands_without_running(tmp_path, capsys):
     assert len(lines) == 3 * 3 * 2
     assert sum("ppo_wm_aux.py" in line and "--alpha 0.01" in line for line in lines) == 6
     assert not any(tmp_path.iterdir())
+
+
+def test_variants_and_a_single_extra_flag_select_the_runs(tmp_path, capsys):
+    common = ["--experiment", "E1", "--dry-run", "--seeds", "6", "7", "--runs-root", str(tmp_path)]
+    assert runner.main([*common, "--variants", "ppo", "--extra", "--no-clip-vloss"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 * 2
+    assert all("ppo_continuous.py" in line and "--no-clip-vloss" in line and "--exp-name ppo+no-clip-vloss " in line for line in lines)
+    with pytest.raises(SystemExit):
+        runner.main([*common, "--variants", "ppo_wm_z16"])  # an E2 variant
+    assert "--variants ppo_wm_z16 not in E1: choose from ppo ppo_wm ppo_wm_aux" in capsys.readouterr().err
 
 
 def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
