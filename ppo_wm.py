@@ -79,6 +79,8 @@ class Args:
     """toggles whether or not to use a clipped loss for the value function"""
     ent_coef: float = 0.0
     """coefficient of the entropy"""
+    init_action_std: float = 1.0
+    """the policy's initial action std (state-independent; CleanRL: 1.0)"""
     vf_coef: float = 0.5
     """coefficient of the value function"""
     max_grad_norm: float = 0.5
@@ -149,6 +151,8 @@ def check_args(args):
         raise UsageError(f"--wm-epochs must be >= 1 and --wm-num-minibatches must divide the batch of {args.batch_size}")
     if args.total_timesteps < args.batch_size:
         raise UsageError(f"--total-timesteps {args.total_timesteps} is smaller than one batch ({args.batch_size} steps)")
+    if not 0 < args.init_action_std < math.inf:
+        raise UsageError(f"--init-action-std must be a positive number (got {args.init_action_std})")
     if args.eval_episodes < 1:
         raise UsageError(f"--eval-episodes must be at least 1 (got {args.eval_episodes})")
     if min(args.eval_interval, args.checkpoint_interval - 1, args.video_interval - 1, args.snapshot_interval - 1) < 0:
@@ -257,11 +261,11 @@ def mlp(in_dim, out_dim, out_std):
 
 
 class Agent(nn.Module):
-    def __init__(self, obs_dim, act_dim):
+    def __init__(self, obs_dim, act_dim, init_action_std=1.0):
         super().__init__()
         self.critic = mlp(obs_dim, 1, out_std=1.0)
         self.actor_mean = mlp(obs_dim, act_dim, out_std=0.01)
-        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+        self.actor_logstd = nn.Parameter(torch.full((1, act_dim), math.log(init_action_std)))
 
     def get_value(self, x):
         return self.critic(x).squeeze(-1)
@@ -524,7 +528,7 @@ def train(args, argv):
     env_groups = make_envs(args.env_id, args.num_envs, args.num_env_threads)
     single_obs_space, single_action_space = env_groups[0].single_observation_space, env_groups[0].single_action_space
     obs_dim, act_dim = single_obs_space.shape[0], single_action_space.shape[0]
-    agent = Agent(obs_dim + args.z_dim, act_dim).to(device)
+    agent = Agent(obs_dim + args.z_dim, act_dim, args.init_action_std).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type == "cpu")
     encoder = Encoder(obs_dim, args.z_dim).to(device)
     dynamics = Dynamics(args.z_dim, act_dim, obs_dim).to(device)

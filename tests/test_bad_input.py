@@ -17,6 +17,8 @@ CASES = [
     ("ppo_wm", ["--z-dim", "0"], "--z-dim must be at least 1"),
     ("ppo_wm_aux", ["--z-dim", "0"], "--z-dim must be at least 1"),
     ("ppo_continuous", ["--resume", "runs/no-such-run"], "no run with a checkpoint.pt"),
+    ("ppo_continuous", ["--init-action-std", "0"], "--init-action-std must be a positive number"),
+    ("ppo_wm_aux", ["--init-action-std", "nan"], "--init-action-std must be a positive number"),
 ]
 
 

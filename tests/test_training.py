@@ -179,3 +179,19 @@ def test_video_and_snapshots_headless(tmp_path):
     assert meta["step"] == 0 and len(meta["action"]) == 3 and math.isfinite(meta["reward"]) and "x_position" in meta["info_keys"]
     assert script("ppo_wm_aux").main(["--eval-checkpoint", str(run_dir / "best.pt"), "--eval-episodes", "1", "--capture-video"]) == 0
     assert (run_dir / "videos" / "eval-best.mp4").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_init_action_std_sets_the_policys_initial_std(name, tmp_path):
+    # at learning rate 0 the policy never moves, so the checkpoint holds the initial log-std the flag asked for
+    run_dir = train(name, tmp_path, "--total-timesteps", BATCH, "--init-action-std", 0.4, "--learning-rate", 0, "--eval-interval", 0)
+    logstd = torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["actor_logstd"]
+    assert logstd.shape == (1, 3) and torch.allclose(logstd, torch.full((1, 3), math.log(0.4)))
+    agent = script(name).Agent(11, 3, init_action_std=0.4)
+    x = torch.randn(20_000, 11)
+    with torch.no_grad():
+        action, logprob = agent.act(x)
+        mean = agent.actor_mean(x)
+    assert (action - mean).std(0).sub(0.4).abs().max() < 0.01  # the actions' spread is the initial std
+    assert torch.allclose(logprob, agent.log_prob(action, mean), atol=1e-4)
+    assert (script(name).Agent(11, 3).actor_logstd == 0).all()  # the constructor's default is CleanRL's std 1
