@@ -130,6 +130,13 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
             sps = [int(r["rows"][-1]["global_step"]) / float(r["rows"][-1]["wall_time"]) for r in group]
             row += f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |"
             lines.append(row)
+    # per seed, so a result can be checked and compared seed by seed without the runs
+    lines += ["", "Per-seed scores (seed: score):", "", "| task | variant | scores |", "|---|---|---|"]
+    for t in tasks:
+        for v in variants:
+            group = sorted((r for r in complete if r["env_id"] == t and r["variant"] == v), key=lambda r: r["seed"])
+            if group:
+                lines.append(f"| {t} | {v} | " + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in group) + " |")
     if baseline and len(tasks) > 1:
         lines += ["", f"Average probability of improvement over {baseline} across tasks (rliable's aggregate):", ""]
         for v in variants:

@@ -157,6 +157,8 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     assert "TaskA-v0__ppo__99__0: 399,360 of 999,424 steps" in summary
     row = [line for line in summary.splitlines() if line.startswith("| TaskA-v0 | ppo_shifted |")][0]
     assert row.split("|")[4].strip().startswith(f"{scores[('TaskA-v0', 'ppo_shifted')].mean():.0f} ±")
+    per_seed = [line for line in summary.splitlines() if line.startswith("| TaskB-v0 | ppo_shifted | 0: ")][0]
+    assert per_seed.split("|")[3].strip().split(", ") == [f"{seed}: {b:.0f}" for seed, b in enumerate(scores[("TaskB-v0", "ppo")] + 500)]
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
     # time to score: every synthetic curve is linear in steps, so the seed mean passes 500 at 500 / mean(final) of the run
     group = [r for r in report.load_runs(dirs) if r["env_id"] == "TaskA-v0" and r["variant"] == "ppo" and r["seed"] != 99]
