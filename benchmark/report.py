@@ -96,8 +96,8 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
     os.makedirs(out_dir, exist_ok=True)
     tasks = sorted({r["env_id"] for r in complete})
     variants = sorted({r["variant"] for r in complete}, key=lambda v: (v != baseline, v))
-    scores = {(t, v): np.array([float(r["rows"][-1]["return_last100"]) for r in complete if r["env_id"] == t and r["variant"] == v])
-              for t in tasks for v in variants}
+    groups = {(t, v): [r for r in complete if r["env_id"] == t and r["variant"] == v] for t in tasks for v in variants}
+    scores = {key: np.array([float(r["rows"][-1]["return_last100"]) for r in group]) for key, group in groups.items()}
 
     lines = [f"# {title or os.path.basename(os.path.normpath(out_dir))}: {total_timesteps:,} steps per run", "",
              "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
@@ -110,7 +110,7 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
             s = scores[(t, v)]
             if len(s) == 0:
                 continue
-            group = [r for r in complete if r["env_id"] == t and r["variant"] == v]
+            group = groups[(t, v)]
             ci = bootstrap_ci([s], iqm, reps)
             row = f"| {t} | {v} | {len(s)} | {s.mean():.0f} ± {s.std(ddof=1) if len(s) > 1 else 0:.0f} | {iqm(s):.0f} [{ci[0]:.0f}, {ci[1]:.0f}] |"
             if baseline:
@@ -134,9 +134,9 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
     lines += ["", "Per-seed scores (seed: score):", "", "| task | variant | scores |", "|---|---|---|"]
     for t in tasks:
         for v in variants:
-            group = sorted((r for r in complete if r["env_id"] == t and r["variant"] == v), key=lambda r: r["seed"])
-            if group:
-                lines.append(f"| {t} | {v} | " + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in group) + " |")
+            if groups[(t, v)]:
+                by_seed = sorted(groups[(t, v)], key=lambda r: r["seed"])
+                lines.append(f"| {t} | {v} | " + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in by_seed) + " |")
     if baseline and len(tasks) > 1:
         lines += ["", f"Average probability of improvement over {baseline} across tasks (rliable's aggregate):", ""]
         for v in variants:
