@@ -82,6 +82,8 @@ class Args:
     """coefficient of the entropy"""
     init_action_std: float = 1.0
     """the policy's initial action std (state-independent; CleanRL: 1.0)"""
+    critic_width: int = 64
+    """hidden units in each of the critic's two layers (CleanRL: 64; the actor stays at 64)"""
     vf_coef: float = 0.5
     """coefficient of the value function"""
     max_grad_norm: float = 0.5
@@ -158,6 +160,8 @@ def check_args(args):
         raise UsageError(f"--total-timesteps {args.total_timesteps} is smaller than one batch ({args.batch_size} steps)")
     if not 0 < args.init_action_std < math.inf:
         raise UsageError(f"--init-action-std must be a positive number (got {args.init_action_std})")
+    if args.critic_width < 1:
+        raise UsageError(f"--critic-width must be at least 1 (got {args.critic_width})")
     if args.eval_episodes < 1:
         raise UsageError(f"--eval-episodes must be at least 1 (got {args.eval_episodes})")
     if min(args.eval_interval, args.checkpoint_interval - 1, args.video_interval - 1, args.snapshot_interval - 1) < 0:
@@ -259,16 +263,16 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
-def mlp(in_dim, out_dim, out_std):
+def mlp(in_dim, out_dim, out_std, width=64):
     return nn.Sequential(
-        layer_init(nn.Linear(in_dim, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(), layer_init(nn.Linear(64, out_dim), std=out_std)
+        layer_init(nn.Linear(in_dim, width)), nn.Tanh(), layer_init(nn.Linear(width, width)), nn.Tanh(), layer_init(nn.Linear(width, out_dim), std=out_std)
     )
 
 
 class Agent(nn.Module):
-    def __init__(self, obs_dim, act_dim, init_action_std=1.0):
+    def __init__(self, obs_dim, act_dim, init_action_std=1.0, critic_width=64):
         super().__init__()
-        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        self.critic = mlp(obs_dim, 1, out_std=1.0, width=critic_width)
         self.actor_mean = mlp(obs_dim, act_dim, out_std=0.01)
         self.actor_logstd = nn.Parameter(torch.full((1, act_dim), math.log(init_action_std)))
 
@@ -493,7 +497,7 @@ def run_eval_checkpoint(args, argv):
     env = gym.make(env_id)
     obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
     env.close()
-    agent = Agent(obs_shape[0] + ckpt["args"]["z_dim"], act_dim)
+    agent = Agent(obs_shape[0] + ckpt["args"]["z_dim"], act_dim, critic_width=ckpt["args"].get("critic_width", 64))
     encoder = Encoder(obs_shape[0], ckpt["args"]["z_dim"])
     normalizer = Normalizer(obs_shape, 1, ckpt["args"]["gamma"])
     restore_state(ckpt, {"agent": agent, "encoder": encoder, "normalizer": normalizer}, rng=False)
@@ -533,7 +537,7 @@ def train(args, argv):
     env_groups = make_envs(args.env_id, args.num_envs, args.num_env_threads)
     single_obs_space, single_action_space = env_groups[0].single_observation_space, env_groups[0].single_action_space
     obs_dim, act_dim = single_obs_space.shape[0], single_action_space.shape[0]
-    agent = Agent(obs_dim + args.z_dim, act_dim, args.init_action_std).to(device)
+    agent = Agent(obs_dim + args.z_dim, act_dim, args.init_action_std, args.critic_width).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type == "cpu")
     encoder = Encoder(obs_dim, args.z_dim).to(device)
     dynamics = Dynamics(args.z_dim, act_dim, obs_dim).to(device)

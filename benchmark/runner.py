@@ -84,6 +84,9 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, 
 NON_TRAINING_KEYS = {"exp_name", "runs_dir", "total_timesteps", "num_env_threads", "status_interval", "checkpoint_interval", "eval_interval",
                      "eval_episodes", "capture_video", "video_interval", "save_snapshot", "snapshot_interval", "resume", "eval_checkpoint",
                      "batch_size", "minibatch_size", "num_iterations"}
+# flags added after runs were made, with the value the scripts hard-coded before: a config.json without the key
+# trained with exactly that value, so it still matches a command that runs it
+ADDED_KEYS = {"init_action_std": 1.0, "critic_width": 64}
 _expected_configs = {}
 
 
@@ -104,8 +107,9 @@ def expected_config(run):
 
 def check_config(run, run_dir, saved):
     for k, v in expected_config(run).items():
-        if k not in NON_TRAINING_KEYS and saved.get(k) != v:
-            raise StaleRun(f"{run_dir} was made with {k}={saved.get(k)!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
+        made_with = saved.get(k, ADDED_KEYS.get(k))
+        if k not in NON_TRAINING_KEYS and made_with != v:
+            raise StaleRun(f"{run_dir} was made with {k}={made_with!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
                            f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra")
 
 

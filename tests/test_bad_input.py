@@ -19,6 +19,8 @@ CASES = [
     ("ppo_continuous", ["--resume", "runs/no-such-run"], "no run with a checkpoint.pt"),
     ("ppo_continuous", ["--init-action-std", "0"], "--init-action-std must be a positive number"),
     ("ppo_wm_aux", ["--init-action-std", "nan"], "--init-action-std must be a positive number"),
+    ("ppo_continuous", ["--critic-width", "0"], "--critic-width must be at least 1"),
+    ("ppo_wm", ["--critic-width", "-3"], "--critic-width must be at least 1"),
 ]
 
 

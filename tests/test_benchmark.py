@@ -99,6 +99,18 @@ def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
     assert runner.main(common) == 0
     assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
 
+    # a run made before a flag existed trained with the value the script hard-coded then: reused at that value only
+    older = {k: v for k, v in config.items() if k not in ("init_action_std", "critic_width")}
+    (run_dir / "config.json").write_text(json.dumps(older))
+    assert runner.main(common) == 0
+    assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
+    (run_dir / "config.json").write_text(json.dumps(dict(older, critic_width=128)))
+    assert runner.main(common) == 2
+    assert "was made with critic_width=128 but ppo_continuous.py now runs critic_width=64" in capsys.readouterr().err
+    (run_dir / "config.json").write_text(json.dumps(dict(older, init_action_std=0.5)))
+    assert runner.main(common) == 2
+    assert "was made with init_action_std=0.5" in capsys.readouterr().err
+
     (run_dir / "config.json").write_text(json.dumps(dict(config, learning_rate=config["learning_rate"] / 2)))
     assert runner.main(common) == 2
     out, err = capsys.readouterr()

@@ -196,3 +196,26 @@ def test_init_action_std_sets_the_policys_initial_std(name, tmp_path):
     assert (action - mean).std(0).sub(0.4).abs().max() < 0.01  # the actions' spread is the initial std
     assert torch.allclose(logprob, agent.log_prob(action, mean), atol=1e-4)
     assert (script(name).Agent(11, 3).actor_logstd == 0).all()  # the constructor's default is CleanRL's std 1
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_critic_width_widens_the_critic_only_and_checkpoints_load_at_their_width(name, tmp_path, capsys):
+    run_dir = train(name, tmp_path, "--total-timesteps", BATCH, "--critic-width", 96, "--eval-interval", 0)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    in_dim = 11 + ckpt["args"].get("z_dim", 0)  # Hopper's obs (and the world model's z)
+    widths = {k: tuple(v.shape) for k, v in ckpt["agent"].items() if k.endswith("weight")}
+    assert widths == {"critic.0.weight": (96, in_dim), "critic.2.weight": (96, 96), "critic.4.weight": (1, 96),
+                      "actor_mean.0.weight": (64, in_dim), "actor_mean.2.weight": (64, 64), "actor_mean.4.weight": (3, 64)}
+    # evaluation and resume build the agent at the checkpoint's width
+    assert script(name).main(["--eval-checkpoint", str(run_dir / "checkpoint.pt"), "--eval-episodes", "1"]) == 0
+    assert script(name).main(["--resume", str(run_dir), "--total-timesteps", str(2 * BATCH)]) == 0
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["critic.2.weight"].shape == (96, 96)
+    # a checkpoint written before the flag existed (no critic_width in its args) has CleanRL's 64-wide critic
+    default_dir = train(name, tmp_path / "default", "--total-timesteps", BATCH, "--eval-interval", 0)
+    old = torch.load(default_dir / "checkpoint.pt", weights_only=True)
+    del old["args"]["critic_width"]
+    torch.save(old, default_dir / "old.pt")
+    capsys.readouterr()
+    assert script(name).main(["--eval-checkpoint", str(default_dir / "old.pt"), "--eval-episodes", "1"]) == 0
+    assert "eval_return_mean=" in capsys.readouterr().out
+
