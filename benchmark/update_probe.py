@@ -6,7 +6,8 @@ The update is overlap_probe.py's (the scripts' losses and default minibatches, w
 batch of Walker2d-v4's sizes, with ppo_continuous.py's Agent. First the torch profiler's top ops of one update by
 self CPU time; then the update timed, in alternating order, with the Agent's nn.Tanh and with tanh written as
 2 * sigmoid(2x) - 1 (the same function; at most 3e-7 apart in float32, so runs would no longer be bit-identical to
-those made with nn.Tanh). Medians over --repeats.
+those made with nn.Tanh). Medians over --repeats. With --critic-widths W ..., also the update of an Agent whose
+critic is W wide (the scripts' --critic-width), in the same alternating order.
 """
 import argparse
 import copy
@@ -41,19 +42,29 @@ def with_sigmoid_tanh(agent):
     return agent
 
 
+def probe_agents(critic_widths):
+    """The agents to time, by name: the scripts' Agent, the same weights with tanh via sigmoid, and one Agent per
+    critic width asked for (the scripts' --critic-width)."""
+    agents = {"nn.Tanh (the scripts)": Agent(OBS_DIM, ACT_DIM)}
+    agents["2 * sigmoid(2x) - 1"] = with_sigmoid_tanh(agents["nn.Tanh (the scripts)"])
+    for width in critic_widths:
+        agents[f"a {width}-wide critic"] = Agent(OBS_DIM, ACT_DIM, critic_width=width)
+    return agents
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--top", type=int, default=8, help="ops to list from the profile")
+    parser.add_argument("--critic-widths", type=int, nargs="*", default=[], help="also time the update with critics this wide")
     args = parser.parse_args()
-    if args.repeats < 1 or args.top < 1:
-        parser.error("--repeats and --top must be at least 1")
+    if args.repeats < 1 or args.top < 1 or min(args.critic_widths, default=1) < 1:
+        parser.error("--repeats, --top and --critic-widths must be at least 1")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     # obs, actions, old log-probs, advantages, returns, values
     batch = (torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1, torch.randn(BATCH) - 8, *torch.randn(3, BATCH))
-    agents = {"nn.Tanh (the scripts)": Agent(OBS_DIM, ACT_DIM)}
-    agents["2 * sigmoid(2x) - 1"] = with_sigmoid_tanh(agents["nn.Tanh (the scripts)"])
+    agents = probe_agents(args.critic_widths)
     optimizers = {name: torch.optim.Adam(a.parameters(), lr=LEARNING_RATE, eps=1e-5, fused=True) for name, a in agents.items()}
 
     def update(name):

@@ -239,6 +239,17 @@ def test_update_probe_compares_the_same_function_with_every_tanh_replaced():
     assert (update_probe.TanhViaSigmoid()(z) - torch.tanh(z)).abs().max() < 3e-7
 
 
+def test_update_probe_times_critics_of_the_widths_asked_for_beside_the_scripts_agent():
+    import update_probe
+
+    agents = update_probe.probe_agents([128, 256])
+    assert list(agents) == ["nn.Tanh (the scripts)", "2 * sigmoid(2x) - 1", "a 128-wide critic", "a 256-wide critic"]
+    assert agents["nn.Tanh (the scripts)"].critic[2].weight.shape == (64, 64)
+    for width in (128, 256):
+        agent = agents[f"a {width}-wide critic"]
+        assert agent.critic[2].weight.shape == (width, width) and agent.actor_mean[2].weight.shape == (64, 64)
+
+
 def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
     # the probes time "the scripts' update": a changed default must change what they time, not leave them on the old one
     import torch
