@@ -192,17 +192,20 @@ def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="where summary.md and the figures go")
     parser.add_argument("variant_dirs", nargs="+", help="one folder of runs per variant, e.g. runs/benchmark/ppo")
     parser.add_argument("--total-timesteps", type=int, default=1_000_000, help="steps each run should have reached")
     parser.add_argument("--baseline", help="variant the others are compared with (default: the first folder's)")
-    args = parser.parse_args()
+    parser.add_argument("--seeds", type=int, nargs="+", help="report only these seeds (default: all in the folders)")
+    parser.add_argument("--env-ids", nargs="+", help="report only these tasks (default: all in the folders)")
+    args = parser.parse_args(argv)
     for d in args.variant_dirs:
         if not os.path.isdir(d):
             parser.error(f"{d} is not a folder")
-    write_report(args.variant_dirs, args.out_dir, args.total_timesteps, args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])))
+    write_report(args.variant_dirs, args.out_dir, args.total_timesteps, args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])),
+                 env_ids=args.env_ids, seeds=args.seeds)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,20 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     assert report.time_to_score(group, 5000) == (None, None)
 
 
+def test_report_command_line_selects_seeds_and_tasks(tmp_path):
+    # a pool holding more seeds than a comparison's: --seeds keeps the baseline on the compared seeds only
+    for seed in range(1, 7):
+        make_run(tmp_path, "ppo", "TaskA-v0", seed, 1000 * seed)
+        make_run(tmp_path, "ppo", "TaskB-v0", seed, 1000 * seed)
+    for seed in (1, 2, 3):
+        make_run(tmp_path, "ppo_new", "TaskA-v0", seed, 1000 * seed + 10)
+    report.main([str(tmp_path / "out"), str(tmp_path / "ppo"), str(tmp_path / "ppo_new"), "--seeds", "1", "2", "3", "--env-ids", "TaskA-v0"])
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| TaskA-v0 | ppo | 3 | 2000 ± 1000 |" in summary and "TaskB-v0" not in summary
+    assert "| TaskA-v0 | ppo | 1: 1000, 2: 2000, 3: 3000 |" in summary
+    assert "| TaskA-v0 | ppo_new | 3 | 2010 ± 1000 |" in summary
+
+
 def test_experiments_share_runs_of_identical_configurations(tmp_path, capsys):
     def commands(exp):
         assert runner.main(["--experiment", exp, "--dry-run", "--seeds", "1", "--runs-root", str(tmp_path)]) == 0
