@@ -86,7 +86,7 @@ NON_TRAINING_KEYS = {"exp_name", "runs_dir", "total_timesteps", "num_env_threads
                      "batch_size", "minibatch_size", "num_iterations"}
 # flags added after runs were made, with the value the scripts hard-coded before: a config.json without the key
 # trained with exactly that value, so it still matches a command that runs it
-ADDED_KEYS = {"init_action_std": 1.0, "critic_width": 64}
+ADDED_KEYS = {"init_action_std": 1.0, "critic_width": 64, "compile": False}
 _expected_configs = {}
 
 

@@ -3,6 +3,7 @@
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
     python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed-1M.md   # the default budget
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed-hopper.md
+    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra "--compile"   # each script eager and compiled
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
@@ -180,6 +181,7 @@ def main():
     parser.add_argument("--first-seed", type=int, default=1, help="repeat r runs --seed first_seed + r (r from 0)")
     parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS, help="a script named twice runs twice (ppo_continuous twice: the noise left between identical runs)")
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
+    parser.add_argument("--variant-extra", default="", help="also run every script with these flags added, e.g. '--compile' (labelled 'script --compile')")
     parser.add_argument("--out", help="also append the table (Markdown) to this file")
     args = parser.parse_args()
 
@@ -187,6 +189,10 @@ def main():
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
     # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: the noise left)
     labels = [name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}" for i, name in enumerate(args.scripts)]
+    scripts, flags = list(args.scripts), [args.extra.split()] * len(args.scripts)
+    if args.variant_extra:  # each script again with the flags: the variant's ratios to the same turns of the same machine
+        labels += [f"{label} {args.variant_extra}" for label in labels]
+        scripts, flags = scripts * 2, flags + [args.extra.split() + args.variant_extra.split()] * len(scripts)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # as Ctrl-C: take_turns then kills the stopped processes
     runs = {label: [] for label in labels}  # label -> one dict of measurements per repeat
     raws = []
@@ -194,9 +200,9 @@ def main():
         counter_path = os.path.join(runs_dir, "raw_steps")
         for repeat in range(args.repeats):
             order = list(range(len(labels))) if repeat % 2 == 0 else list(range(len(labels)))[::-1]
-            commands = [[sys.executable, f"{args.scripts[i]}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps),
+            commands = [[sys.executable, f"{scripts[i]}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps),
                          "--runs-dir", os.path.join(runs_dir, f"{repeat}-{i}"), "--status-interval", "1e9",
-                         "--seed", str(args.first_seed + repeat), *args.extra.split()] for i in order]
+                         "--seed", str(args.first_seed + repeat), *flags[i]] for i in order]
             with open(counter_path, "wb") as f:
                 f.write(bytes(8))
             commands.append([sys.executable, "-c", RAW, args.env_id, str(args.raw_num_envs), counter_path])
@@ -221,7 +227,7 @@ def main():
     lines = [
         f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) (seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
         f"side by side in turns of {args.slice:g} s (raw physics {args.raw_slice:g} s), {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores"
-        + (f", extra flags `{args.extra}`" if args.extra else ""),
+        + (f", extra flags `{args.extra}`" if args.extra else "") + (f", each script also with `{args.variant_extra}`" if args.variant_extra else ""),
         "",
         f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), per repeat: " + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
         "",

@@ -100,7 +100,7 @@ def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
     assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
 
     # a run made before a flag existed trained with the value the script hard-coded then: reused at that value only
-    older = {k: v for k, v in config.items() if k not in ("init_action_std", "critic_width")}
+    older = {k: v for k, v in config.items() if k not in ("init_action_std", "critic_width", "compile")}
     (run_dir / "config.json").write_text(json.dumps(older))
     assert runner.main(common) == 0
     assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
@@ -110,6 +110,9 @@ def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
     (run_dir / "config.json").write_text(json.dumps(dict(older, init_action_std=0.5)))
     assert runner.main(common) == 2
     assert "was made with init_action_std=0.5" in capsys.readouterr().err
+    (run_dir / "config.json").write_text(json.dumps(dict(older, compile=True)))  # compiled kernels round differently
+    assert runner.main(common) == 2
+    assert "was made with compile=True" in capsys.readouterr().err
 
     (run_dir / "config.json").write_text(json.dumps(dict(config, learning_rate=config["learning_rate"] / 2)))
     assert runner.main(common) == 2
@@ -419,6 +422,25 @@ def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monke
         assert float(x_raw) == pytest.approx(float(sps.replace(",", "")) / raw, abs=0.006)
     assert float(rows["ppo_wm"][3]) > float(rows["ppo_continuous"][3])  # memory: the world-model child's private pages count
     assert out.read_text().strip() == report.strip()
+
+
+def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypatch, capsys):
+    import speed
+
+    commands = []
+    real_take_turns = speed.take_turns
+    monkeypatch.setattr(speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k))
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--steps", "512", "--scripts", "ppo_continuous", "--slice", "0.5", "--raw-slice", "0.3",
+                                      "--extra", "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0",
+                                      "--variant-extra", "--clip-coef 0.3"])
+    speed.main()
+    report = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in report.splitlines() if line.startswith("| ppo")}
+    assert list(rows) == ["ppo_continuous", "ppo_continuous --clip-coef 0.3"] and rows["ppo_continuous"][2] == "1.00"
+    assert "each script also with `--clip-coef 0.3`" in report
+    scripts = [c for c in commands if c[1] != "-c"]
+    assert [c[-2:] == ["--clip-coef", "0.3"] for c in scripts] == [False, True]  # only the variant gets the flags, after --extra's
+    assert all("--update-epochs" in c for c in scripts)
 
 
 def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
