@@ -3,7 +3,7 @@
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
     python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed-1M.md   # the default budget
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed-hopper.md
-    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra "--compile"   # each script eager and compiled
+    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra=--compile   # each script eager and compiled
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
@@ -181,7 +181,7 @@ def main():
     parser.add_argument("--first-seed", type=int, default=1, help="repeat r runs --seed first_seed + r (r from 0)")
     parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS, help="a script named twice runs twice (ppo_continuous twice: the noise left between identical runs)")
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
-    parser.add_argument("--variant-extra", default="", help="also run every script with these flags added, e.g. '--compile' (labelled 'script --compile')")
+    parser.add_argument("--variant-extra", default="", help="also run every script with these flags added, e.g. --variant-extra=--compile (labelled 'script --compile')")
     parser.add_argument("--out", help="also append the table (Markdown) to this file")
     args = parser.parse_args()
 
