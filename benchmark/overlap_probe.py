@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ppo_continuous import Agent, Args, Normalizer, compute_gae, make_envs, reset_envs, step_envs  # noqa: E402
+from ppo_continuous import Agent, Args, Normalizer, compute_gae, make_envs, ppo_loss, reset_envs, step_envs  # noqa: E402
 
 # the scripts' defaults, so the probes measure the update the scripts run
 DEFAULTS = Args()
@@ -45,25 +45,16 @@ def main():
 
 
 def ppo_epochs(agent, optimizer, b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values):
-    """The scripts' PPO update on one flattened batch (clipped policy and value losses, the per-minibatch statistics
-    they compute), without logging."""
+    """The scripts' PPO update on one flattened batch: their minibatch loss (ppo_loss), without logging."""
     batch_size = b_obs.shape[0]
     for _ in range(EPOCHS):
         b_inds = torch.randperm(batch_size)
         for start in range(0, batch_size, MINIBATCH):
             mb = b_inds[start:start + MINIBATCH]
-            newlogprob, _, newvalue = agent.evaluate(b_obs[mb], b_actions[mb])
-            logratio = newlogprob - b_logprobs[mb]
-            ratio = logratio.exp()
-            with torch.no_grad():  # the script's per-minibatch statistics
-                ((ratio - 1) - logratio).mean(), ((ratio - 1.0).abs() > 0.2).float().mean()
-            mb_adv = (b_advantages[mb] - b_advantages[mb].mean()) / (b_advantages[mb].std() + 1e-8)
-            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 0.8, 1.2)).mean()
-            v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -0.2, 0.2)
-            v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+            loss = ppo_loss(agent, DEFAULTS, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb], b_returns[mb], b_values[mb])[0]
             optimizer.zero_grad()
-            (pg_loss + 0.5 * v_loss).backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), DEFAULTS.max_grad_norm)
             optimizer.step()
 
 
