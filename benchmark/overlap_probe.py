@@ -44,13 +44,14 @@ def main():
             print(f"{mode}: {measure(args.env_id, args.iterations, mode):,.0f} steps/s", flush=True)
 
 
-def ppo_epochs(agent, optimizer, b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values):
-    """The scripts' PPO update on one flattened batch: their minibatch loss (ppo_loss), without logging."""
+def ppo_epochs(agent, optimizer, b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values, epochs=EPOCHS, minibatch=MINIBATCH):
+    """The scripts' PPO update on one flattened batch: their minibatch loss (ppo_loss), without logging; their default
+    epochs and minibatch size unless told otherwise."""
     batch_size = b_obs.shape[0]
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         b_inds = torch.randperm(batch_size)
-        for start in range(0, batch_size, MINIBATCH):
-            mb = b_inds[start:start + MINIBATCH]
+        for start in range(0, batch_size, minibatch):
+            mb = b_inds[start:start + minibatch]
             loss = ppo_loss(agent, DEFAULTS, b_obs[mb], b_actions[mb], b_logprobs[mb], b_advantages[mb], b_returns[mb], b_values[mb])[0]
             optimizer.zero_grad()
             loss.backward()

@@ -7,7 +7,9 @@ batch of Walker2d-v4's sizes, with ppo_continuous.py's Agent. First the torch pr
 self CPU time; then the update timed, in alternating order, with the Agent's nn.Tanh and with tanh written as
 2 * sigmoid(2x) - 1 (the same function; at most 3e-7 apart in float32, so runs would no longer be bit-identical to
 those made with nn.Tanh). Medians over --repeats. With --critic-widths W ..., also the update of an Agent whose
-critic is W wide (the scripts' --critic-width), in the same alternating order.
+critic is W wide (the scripts' --critic-width), in the same alternating order. With --layouts ExM ..., also the
+scripts' Agent updated for E epochs of M minibatches (the scripts' --update-epochs and --num-minibatches), to see
+what more epochs or fewer, larger minibatches would cost.
 """
 import argparse
 import copy
@@ -52,11 +54,20 @@ def probe_agents(critic_widths):
     return agents
 
 
+def parse_layout(text):
+    """'15x2' -> (15 epochs, 2 minibatches); the batch must split evenly."""
+    epochs, _, minibatches = text.partition("x")
+    if not (epochs.isdigit() and minibatches.isdigit()) or int(epochs) < 1 or int(minibatches) < 1 or BATCH % int(minibatches):
+        raise argparse.ArgumentTypeError(f"a layout is EPOCHSxMINIBATCHES with both at least 1 and {BATCH} divisible by MINIBATCHES, e.g. 15x2 (got {text!r})")
+    return int(epochs), int(minibatches)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--top", type=int, default=8, help="ops to list from the profile")
     parser.add_argument("--critic-widths", type=int, nargs="*", default=[], help="also time the update with critics this wide")
+    parser.add_argument("--layouts", type=parse_layout, nargs="*", default=[], help="also time EPOCHSxMINIBATCHES updates, e.g. 15x4 15x2")
     args = parser.parse_args()
     if args.repeats < 1 or args.top < 1 or min(args.critic_widths, default=1) < 1:
         parser.error("--repeats, --top and --critic-widths must be at least 1")
@@ -65,11 +76,15 @@ def main():
     # obs, actions, old log-probs, advantages, returns, values
     batch = (torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1, torch.randn(BATCH) - 8, *torch.randn(3, BATCH))
     agents = probe_agents(args.critic_widths)
+    layouts = {name: (EPOCHS, MINIBATCH) for name in agents}
+    for epochs, minibatches in args.layouts:
+        name = f"{epochs} epochs of {minibatches} minibatches"
+        agents[name], layouts[name] = copy.deepcopy(agents["nn.Tanh (the scripts)"]), (epochs, BATCH // minibatches)
     optimizers = {name: torch.optim.Adam(a.parameters(), lr=LEARNING_RATE, eps=1e-5, fused=True) for name, a in agents.items()}
 
     def update(name):
         start = time.perf_counter()
-        ppo_epochs(agents[name], optimizers[name], *batch)
+        ppo_epochs(agents[name], optimizers[name], *batch, *layouts[name])
         return 1000 * (time.perf_counter() - start)
 
     for name in agents:

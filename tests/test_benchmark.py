@@ -284,6 +284,25 @@ def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
     assert overlap_probe.LEARNING_RATE == defaults.learning_rate
 
 
+def test_update_probe_layouts_run_the_epochs_and_minibatches_asked_for():
+    import argparse
+    import torch
+    import overlap_probe
+    import update_probe
+
+    assert update_probe.parse_layout("15x2") == (15, 2)
+    for bad in ("15", "0x4", "15x0", "15x3", "ax2", "15x2x1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="EPOCHSxMINIBATCHES"):
+            update_probe.parse_layout(bad)
+    agent = overlap_probe.Agent(17, 6)
+    sizes = []
+    agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
+    n = 2048
+    overlap_probe.ppo_epochs(agent, torch.optim.Adam(agent.parameters()), torch.randn(n, 17), torch.rand(n, 6) * 2 - 1,
+                             torch.randn(n) - 8, *torch.randn(3, n), epochs=3, minibatch=n // 2)
+    assert sizes == [n // 2] * 6
+
+
 def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_runs, monkeypatch, capsys):
     # rows 1 and 2 must take the same actions (the encoder's output is discarded), row 3 the world-model agent's own
     import policy_cost_probe
