@@ -267,6 +267,13 @@ def test_update_probe_times_critics_of_the_widths_asked_for_beside_the_scripts_a
         assert agent.critic[2].weight.shape == (width, width) and agent.actor_mean[2].weight.shape == (64, 64)
 
 
+def minibatch_sizes_seen(agent):
+    """A list that fills with the size of every minibatch agent.evaluate is called on."""
+    sizes = []
+    agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
+    return sizes
+
+
 def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
     # the probes time "the scripts' update": a changed default must change what they time, not leave them on the old one
     import torch
@@ -276,8 +283,7 @@ def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
     defaults = Args()
     agent = overlap_probe.Agent(17, 6)
     optimizer = torch.optim.Adam(agent.parameters())
-    sizes = []
-    agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
+    sizes = minibatch_sizes_seen(agent)
     n = defaults.num_envs * defaults.num_steps
     overlap_probe.ppo_epochs(agent, optimizer, torch.randn(n, 17), torch.rand(n, 6) * 2 - 1, torch.randn(n) - 8, *torch.randn(3, n))
     assert sizes == [n // defaults.num_minibatches] * (defaults.num_minibatches * defaults.update_epochs)
@@ -295,8 +301,7 @@ def test_update_probe_layouts_run_the_epochs_and_minibatches_asked_for():
         with pytest.raises(argparse.ArgumentTypeError, match="EPOCHSxMINIBATCHES"):
             update_probe.parse_layout(bad)
     agent = overlap_probe.Agent(17, 6)
-    sizes = []
-    agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
+    sizes = minibatch_sizes_seen(agent)
     n = 2048
     overlap_probe.ppo_epochs(agent, torch.optim.Adam(agent.parameters()), torch.randn(n, 17), torch.rand(n, 6) * 2 - 1,
                              torch.randn(n) - 8, *torch.randn(3, n), epochs=3, minibatch=n // 2)
