@@ -14,6 +14,8 @@ def test_learns_inverted_pendulum(name, tmp_path):
     (run_dir,) = runs.iterdir()
     rows = read_progress(run_dir)
     final_eval = float(rows[-1]["eval_return"])
-    late_training = [float(r["episodic_return"]) for r in rows[-5:] if r["episodic_return"]]
+    # the score (mean of the last 100 training episodes): a policy that holds the pole for all 1,000 steps ends no
+    # episode for several iterations, so the last rows alone may hold none
+    score = float(rows[-1]["return_last100"])
     assert final_eval >= 500, final_eval  # the maximum is 1000; a random policy gets about 10
-    assert sum(late_training) / len(late_training) >= 200, late_training
+    assert score >= 200, score
