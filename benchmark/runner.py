@@ -11,7 +11,9 @@ are E1's ppo_wm and ppo_wm_aux runs. Finished runs are skipped; a run with a che
 continued with --resume. A finished or started run is only reused if its config.json matches what the script would now
 run (its Args with the flags; the keys that do not change training are not compared), so a changed default never mixes
 old runs into a new result: the runner stops and says which key differs. A failed run never disappears: the others
-finish, then each failed command is printed with its log path and the runner exits 1.
+finish, then each failed command is printed with its log path and the runner exits 1. Ctrl-C or a kill of the runner
+passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at once),
+none is left running, and the same command resumes them.
 """
 import argparse
 import csv
@@ -21,6 +23,7 @@ import importlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -146,30 +149,46 @@ def run_local(runs, workers, logs_dir):
     print(f"{len(runs)} runs: {skipped} already finished, {len(todo)} to run on {workers} workers", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     running, failed, done, start, last_report = [], [], skipped, time.time(), 0.0
-    while todo or running:
-        while todo and len(running) < workers:
-            run, cmd = todo.pop(0)
-            log_path = os.path.join(logs_dir, f"{run['name']}.log")
-            log = open(log_path, "a")
-            log.write(f"$ {shlex.join(cmd)}\n")
-            log.flush()
-            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), cmd, log_path, log))
-        time.sleep(0.5)
-        for item in list(running):
-            proc, cmd, log_path, log = item
-            if proc.poll() is not None:
-                running.remove(item)
-                log.close()
-                if proc.returncode == 0:
-                    done += 1
-                else:
-                    failed.append((cmd, log_path, proc.returncode))
-        if time.time() - last_report > 30 or not (todo or running):
-            last_report = time.time()
-            print(f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  failed {len(failed)}  "
-                  f"elapsed {(time.time() - start) / 60:.1f} min", flush=True)
+    # Ctrl-C or a kill stops the runs, never orphans them: each run gets SIGTERM, checkpoints at the end of its iteration
+    # and exits; rerunning the same command resumes them. Set explicitly: a runner started with & inherits SIGINT ignored.
+    stop_signal, forwarded, stopped = [], 0, 0
+    previous_handlers = {sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while (todo and not stop_signal) or running:
+            while todo and not stop_signal and len(running) < workers:
+                run, cmd = todo.pop(0)
+                log_path = os.path.join(logs_dir, f"{run['name']}.log")
+                log = open(log_path, "a")
+                log.write(f"$ {shlex.join(cmd)}\n")
+                log.flush()
+                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), cmd, log_path, log))
+            time.sleep(0.5)
+            if len(stop_signal) > forwarded:  # passed on as the scripts read them: the first stops after the iteration, a second at once
+                forwarded, stopped = len(stop_signal), stopped or len(running)
+                for proc, *_ in running:
+                    proc.send_signal(signal.SIGTERM if forwarded == 1 else signal.SIGINT)
+            for item in list(running):
+                proc, cmd, log_path, log = item
+                if proc.poll() is not None:
+                    running.remove(item)
+                    log.close()
+                    if proc.returncode == 0:
+                        done += 1
+                    elif not stop_signal:
+                        failed.append((cmd, log_path, proc.returncode))
+            if time.time() - last_report > 30 or not (todo or running):
+                last_report = time.time()
+                print(f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  failed {len(failed)}  "
+                      f"elapsed {(time.time() - start) / 60:.1f} min", flush=True)
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     for cmd, log_path, rc in failed:
         print(f"FAILED (exit {rc}): {shlex.join(cmd)}\n  log: {log_path}", file=sys.stderr)
+    if stop_signal:
+        print(f"runner.py: stopped by signal {stop_signal[0]}: {stopped} runs stopped, {len(todo)} not started; the same command "
+              "resumes them from their checkpoints", file=sys.stderr)
+        return 128 + stop_signal[0]
     return 1 if failed else 0
 
 

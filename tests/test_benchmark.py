@@ -1,5 +1,6 @@
 """The multi-seed runner (fan-out, skip, resume, failure reporting), the report's statistics, the probes, and the speed
 benchmark's turns."""
+import contextlib
 import csv
 import json
 import os
@@ -65,6 +66,48 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
         assert [int(r["global_step"]) for r in csv.DictReader(open(p))] == [128, 256, 384]
     log = (tmp_path / "runs" / "logs" / f"{runs[0].parent.name.rsplit('__', 1)[0]}.log").read_text()
     assert "truncated or corrupt" in log
+
+
+def descendants(pid):
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(c) for c in children] + [d for c in children for d in descendants(int(c))]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_runner_stops_its_runs_resumably_and_leaves_none_running(tmp_path, sig):
+    runs_root = tmp_path / "runs"
+    common = ["--experiment", "E1", "--variants", "ppo_wm", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "3", "--workers", "2",
+              "--total-timesteps", "1000000", "--extra", TINY_EXTRA, "--runs-root", str(runs_root)]
+    # started as `runner.py ... &` from a script is: SIGINT ignored, which the runs would inherit
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == signal.SIGINT else None
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--no-report"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=ignore_sigint)
+    try:
+        deadline = time.time() + 120
+        while len([p for p in runs_root.glob("*/*/progress.csv") if len(p.read_text().splitlines()) > 1]) < 2:  # both runs training
+            assert time.time() < deadline and proc.poll() is None, "the runs did not start"
+            time.sleep(0.2)
+        processes = descendants(proc.pid)
+        assert len(processes) == 4  # two scripts, each with its world-model process
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + sig
+        assert "2 runs stopped, 1 not started; the same command resumes them" in err and "FAILED" not in err
+        for pid in processes:
+            for _ in range(50):  # an orphaned world-model process is reaped by init, not at once
+                if subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()[:1] in ("", "Z"):
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"process {pid} still running after the runner stopped")
+    finally:  # on a failure, nothing of the test is left running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    started = sorted(runs_root.glob("*/*/checkpoint.pt"))
+    assert len(started) == 2
+    out = subprocess.run([sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--dry-run"], capture_output=True, text=True, check=True).stdout
+    assert sorted(line.split("--resume ")[1].split()[0] for line in out.splitlines() if "--resume" in line) == sorted(str(p.parent) for p in started)
+    assert sum("--seed 3" in line and "--resume" not in line for line in out.splitlines()) == 1
 
 
 def test_dry_run_prints_commands_without_running(tmp_path, capsys):
