@@ -68,9 +68,12 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     assert "truncated or corrupt" in log
 
 
-def descendants(pid):
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(c) for c in children] + [d for c in children for d in descendants(int(c))]
+def alive(pid):  # a zombie is dead: its parent has exited or been killed, so init reaps it
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -82,24 +85,23 @@ def test_a_stopped_runner_stops_its_runs_resumably_and_leaves_none_running(tmp_p
     ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == signal.SIGINT else None
     proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--no-report"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=ignore_sigint)
+    import speed
+
     try:
         deadline = time.time() + 120
         while len([p for p in runs_root.glob("*/*/progress.csv") if len(p.read_text().splitlines()) > 1]) < 2:  # both runs training
             assert time.time() < deadline and proc.poll() is None, "the runs did not start"
             time.sleep(0.2)
-        processes = descendants(proc.pid)
+        processes = speed.process_tree(proc.pid)[1:]
         assert len(processes) == 4  # two scripts, each with its world-model process
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 128 + sig
         assert "2 runs stopped, 1 not started; the same command resumes them" in err and "FAILED" not in err
-        for pid in processes:
-            for _ in range(50):  # an orphaned world-model process is reaped by init, not at once
-                if subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()[:1] in ("", "Z"):
-                    break
-                time.sleep(0.1)
-            else:
-                raise AssertionError(f"process {pid} still running after the runner stopped")
+        deadline = time.monotonic() + 5  # a world-model process ends once its trainer's pipe closes, a moment later
+        while (left := [pid for pid in processes if alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == []  # none left running
     finally:  # on a failure, nothing of the test is left running
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -521,13 +523,6 @@ def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
     assert len(tree) >= 5
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 128 + signal.SIGTERM
-
-    def alive(pid):  # a zombie is dead: its parent was killed with it, so init reaps it
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except FileNotFoundError:
-            return False
 
     deadline = time.monotonic() + 10  # SIGKILL takes a moment to end a process
     while (left := [pid for pid in tree[1:] if alive(pid)]) and time.monotonic() < deadline:
