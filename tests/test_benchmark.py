@@ -528,3 +528,80 @@ def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
     while (left := [pid for pid in tree[1:] if alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == []  # none left behind, stopped or running
+
+
+FAKE_CLEANRL = '''import sys, types
+import numpy as np
+def TransformObservation(env, func, observation_space):  # gymnasium 1.x: the space has no default
+    return env
+gym = types.SimpleNamespace(wrappers=types.SimpleNamespace(TransformObservation=TransformObservation))
+env = types.SimpleNamespace(observation_space=None)
+env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10))
+seed = int(sys.argv[sys.argv.index("--seed") + 1])
+with open("calls.txt", "a") as f:
+    f.write(f"{seed}\\n")
+print("global_step=1, episodic_return=5.0")
+if seed == 3:
+    sys.exit(2)
+for i in range(150):
+    print(f"global_step={i}, episodic_return={(i if i >= 50 else -1000.0) + seed}")
+    print(f"SPS: {1000 + i}")
+'''
+
+
+def test_cleanrl_reference_ports_the_script_scores_the_last_100_episodes_and_keeps_failed_runs_out(tmp_path, capsys):
+    import cleanrl_reference
+
+    script, out = tmp_path / "ppo_continuous_action.py", tmp_path / "out"
+    script.write_text(FAKE_CLEANRL)
+    argv = ["--script", str(script), "--out-dir", str(out), "--env-ids", "Hopper-v4", "--seeds", "1", "2", "3"]
+    assert cleanrl_reference.main(argv) == 1
+    captured = capsys.readouterr()
+    # seeds 1 and 2: the last 100 returns are 50..149 + seed, the 51 earlier ones are left out
+    assert "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 |" in captured.out
+    assert "Hopper-v4 seed 3 failed (exit 2" in captured.err
+    assert sorted(p.name for p in out.glob("Hopper-v4__*")) == ["Hopper-v4__1.log", "Hopper-v4__2.log", "Hopper-v4__3.log.partial"]
+    # the same command runs only what has not finished
+    assert cleanrl_reference.main(argv) == 1
+    assert sorted((out / "calls.txt").read_text().split()) == ["1", "2", "3", "3"]
+
+
+def test_cleanrl_reference_refuses_a_missing_or_unknown_script(tmp_path):
+    import cleanrl_reference
+
+    with pytest.raises(SystemExit, match="not found; fetch CleanRL's script"):
+        cleanrl_reference.main(["--script", str(tmp_path / "absent.py"), "--out-dir", str(tmp_path / "out")])
+    other = tmp_path / "other.py"
+    other.write_text("print('not CleanRL')\n")
+    with pytest.raises(SystemExit, match="not the CleanRL version measured"):
+        cleanrl_reference.main(["--script", str(other), "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stopped_cleanrl_reference_leaves_no_run_and_no_finished_log(tmp_path):
+    script, out = tmp_path / "ppo_continuous_action.py", tmp_path / "out"
+    script.write_text(FAKE_CLEANRL.replace('print("global_step=1', 'import time; time.sleep(600)  # a long run\nprint("global_step=1'))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "cleanrl_reference.py"), "--script", str(script), "--out-dir", str(out),
+                             "--seeds", "1", "2", "3"], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as when started with &
+    import speed
+
+    try:
+        deadline = time.time() + 60
+        while not (out / "calls.txt").exists() or len((out / "calls.txt").read_text().split()) < 2:  # two runs started
+            assert time.time() < deadline and proc.poll() is None, "the runs did not start"
+            time.sleep(0.1)
+        runs = speed.process_tree(proc.pid)[1:]
+        assert len(runs) == 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + signal.SIGINT and "stopped by signal 2" in err
+        deadline = time.monotonic() + 5
+        while (left := [pid for pid in runs if alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert sorted((out / "calls.txt").read_text().split()) == ["1", "2"]  # seed 3 not started
+    assert not list(out.glob("*.log"))
