@@ -4,12 +4,13 @@ CleanRL's code is not part of this repository. Fetch the version measured (its g
 autoreset), then run it:
 
     mkdir -p runs/cleanrl && curl -sL -o runs/cleanrl/ppo_continuous_action.py https://raw.githubusercontent.com/vwxyzjn/cleanrl/016ca33aa70f188ef385082524373ccb6dd14e03/cleanrl/ppo_continuous_action.py
-    python benchmark/cleanrl_reference.py --env-ids Hopper-v4 --seeds 1 2 3 4 5
+    python benchmark/cleanrl_reference.py --env-ids Hopper-v4 --seeds 1 2 3 4 5 --against runs/benchmark/ppo
 
 The script gets the one change gymnasium 1.4 needs (`TransformObservation` takes the observation space; without it
 CleanRL's script stops with a TypeError) and otherwise runs with its own defaults, two runs at a time with one torch
 thread each (as the runner runs ours). Each run is scored as ours: the mean raw return of its last 100 training
-episodes. A run's log is renamed from `.partial` to `.log` only when the run succeeds; finished runs are not rerun.
+episodes; `--against` puts our runs of the same tasks and seeds beside them (1M-step runs of a runner pool), with the
+probability of improvement and its 95% bootstrap interval (`report.py`'s). A run's log is renamed from `.partial` to `.log` only when the run succeeds; finished runs are not rerun.
 Ctrl-C or kill stops the runs too (CleanRL's script has no checkpoints: the same command starts them again).
 """
 import argparse
@@ -21,6 +22,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+import report
+
+TOTAL_TIMESTEPS = 1_000_000  # CleanRL's default, which it runs at
 
 GYMNASIUM_0_29_LINE = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10))"
 PORTED_LINE = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)"
@@ -39,6 +44,10 @@ def score(log_text):
     returns = [float(r) for r in re.findall(r"episodic_return=\[?([-0-9.eE+]+)", log_text)]
     sps = re.findall(r"^SPS: (\d+)", log_text, re.MULTILINE)
     return (float(np.mean(returns[-100:])) if returns else float("nan")), (int(sps[-1]) if sps else 0)
+
+
+def mean_std(x):
+    return f"{x.mean():.0f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.0f}"
 
 
 RUNNING, STOP_SIGNAL = set(), []
@@ -77,9 +86,12 @@ def main(argv=None):
     parser.add_argument("--env-ids", nargs="+", default=["Hopper-v4"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--against", help="a pool of our runs (e.g. runs/benchmark/ppo) to compare with, same tasks and seeds")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.against and not os.path.isdir(args.against):
+        parser.error(f"--against {args.against}: no such folder of runs")
     if not os.path.isfile(args.script):
         raise SystemExit(f"cleanrl_reference.py: {args.script} not found; fetch CleanRL's script with the command in this file's docstring")
     with open(args.script) as f:
@@ -102,14 +114,27 @@ def main(argv=None):
         print(f"cleanrl_reference.py: stopped by signal {STOP_SIGNAL[0]}; the same command runs the unfinished runs again", file=sys.stderr)
         return 128 + STOP_SIGNAL[0]
     failed = [(e, s, r) for e, s, r in results if isinstance(r, str)]
-    print("| task | seeds | per seed | mean ± std | steps/s per run |\n|---|---|---|---|---|")
+    ours = [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and r["rows"]
+            and int(r["rows"][-1]["global_step"]) >= TOTAL_TIMESTEPS // r["batch_size"] * r["batch_size"]] if args.against else []
+    columns = ["task", "seeds", "CleanRL here: per seed", "mean ± std", "steps/s per run"]
+    columns += ["ours: seeds", "per seed", "mean ± std", "P(ours > CleanRL here) [95% CI]"] if args.against else []
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for env_id in args.env_ids:
         done = [(s, r) for e, s, r in results if e == env_id and not isinstance(r, str)]
-        scores = np.array([r[0] for _, r in done])
-        if len(scores):
-            std = scores.std(ddof=1) if len(scores) > 1 else 0.0
-            print(f"| {env_id} | {' '.join(str(s) for s, _ in done)} | {', '.join(f'{x:.0f}' for x in scores)} | "
-                  f"{scores.mean():.0f} ± {std:.0f} | {', '.join(str(r[1]) for _, r in done)} |")
+        if not done:
+            continue
+        cleanrl = np.array([r[0] for _, r in done])
+        row = [env_id, " ".join(str(s) for s, _ in done), ", ".join(f"{x:.0f}" for x in cleanrl), mean_std(cleanrl),
+               ", ".join(str(r[1]) for _, r in done)]
+        mine = sorted((r["seed"], float(r["rows"][-1]["return_last100"])) for r in ours if r["env_id"] == env_id)
+        if len({seed for seed, _ in mine}) < len(mine):
+            raise SystemExit(f"cleanrl_reference.py: {args.against} holds two runs of one seed of {env_id}; give a pool of one configuration")
+        if mine:
+            x = np.array([v for _, v in mine])
+            lo, hi = report.bootstrap_ci([x, cleanrl], report.probability_of_improvement)
+            row += [" ".join(str(s) for s, _ in mine), ", ".join(f"{v:.0f}" for v in x), mean_std(x),
+                    f"{report.probability_of_improvement(x, cleanrl):.2f} [{lo:.2f}, {hi:.2f}]"]
+        print("| " + " | ".join(row) + " |")
     for env_id, seed, why in failed:
         print(f"cleanrl_reference.py: {env_id} seed {seed} failed ({why})", file=sys.stderr)
     return 1 if failed else 0

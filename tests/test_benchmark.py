@@ -561,9 +561,17 @@ def test_cleanrl_reference_ports_the_script_scores_the_last_100_episodes_and_kee
     assert "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 |" in captured.out
     assert "Hopper-v4 seed 3 failed (exit 2" in captured.err
     assert sorted(p.name for p in out.glob("Hopper-v4__*")) == ["Hopper-v4__1.log", "Hopper-v4__2.log", "Hopper-v4__3.log.partial"]
-    # the same command runs only what has not finished
-    assert cleanrl_reference.main(argv) == 1
+    # the same command runs only what has not finished; --against puts our finished runs of those seeds beside them
+    pool = tmp_path / "pool"
+    for seed, last_step, score in [(1, 999424, 200.0), (2, 999424, 101.0), (3, 499712, 5000.0), (9, 999424, 5000.0)]:
+        run_dir = pool / f"Hopper-v4__ppo_continuous__{seed}__0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"exp_name": "ppo_continuous", "env_id": "Hopper-v4", "seed": seed, "batch_size": 2048}))
+        (run_dir / "progress.csv").write_text(f"global_step,return_last100\n2048,1.0\n{last_step},{score}\n")
+    assert cleanrl_reference.main([*argv, "--against", str(pool)]) == 1
     assert sorted((out / "calls.txt").read_text().split()) == ["1", "2", "3", "3"]
+    # seed 3 of ours stopped short and seed 9 was not asked for; P(ours > CleanRL) over the 4 pairs: 200 beats both, 101 one
+    assert "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 | 1 2 | 200, 101 | 150 ± 70 | 0.75 [" in capsys.readouterr().out
 
 
 def test_cleanrl_reference_refuses_a_missing_or_unknown_script(tmp_path):
@@ -575,6 +583,8 @@ def test_cleanrl_reference_refuses_a_missing_or_unknown_script(tmp_path):
     other.write_text("print('not CleanRL')\n")
     with pytest.raises(SystemExit, match="not the CleanRL version measured"):
         cleanrl_reference.main(["--script", str(other), "--out-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):  # argparse's error: exit 2 before anything runs
+        cleanrl_reference.main(["--script", str(other), "--out-dir", str(tmp_path / "out"), "--against", str(tmp_path / "no-pool")])
     assert not (tmp_path / "out").exists()
 
 
