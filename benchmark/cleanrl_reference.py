@@ -10,8 +10,9 @@ The script gets the one change gymnasium 1.4 needs (`TransformObservation` takes
 CleanRL's script stops with a TypeError) and otherwise runs with its own defaults, two runs at a time with one torch
 thread each (as the runner runs ours). Each run is scored as ours: the mean raw return of its last 100 training
 episodes; `--against` puts our runs of the same tasks and seeds beside them (1M-step runs of a runner pool), with the
-probability of improvement and its 95% bootstrap interval (`report.py`'s). A run's log is renamed from `.partial` to `.log` only when the run succeeds; finished runs are not rerun.
-Ctrl-C or kill stops the runs too (CleanRL's script has no checkpoints: the same command starts them again).
+probability of improvement and its 95% bootstrap interval (`report.py`'s). A run's log is renamed from `.partial` to
+`.log` only when the run succeeds; finished runs are not rerun. Ctrl-C or kill stops the runs too (CleanRL's script has
+no checkpoints: the same command starts them again).
 """
 import argparse
 import os
@@ -92,6 +93,11 @@ def main(argv=None):
         parser.error("--workers must be at least 1")
     if args.against and not os.path.isdir(args.against):
         parser.error(f"--against {args.against}: no such folder of runs")
+    # our runs are read first, so a pool that cannot be compared fails before hours of CleanRL's runs
+    ours = [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and r["rows"]
+            and int(r["rows"][-1]["global_step"]) >= TOTAL_TIMESTEPS // r["batch_size"] * r["batch_size"]] if args.against else []
+    if len({(r["env_id"], r["seed"]) for r in ours}) < len(ours):
+        raise SystemExit(f"cleanrl_reference.py: {args.against} holds two finished runs of one task and seed; give a pool of one configuration")
     if not os.path.isfile(args.script):
         raise SystemExit(f"cleanrl_reference.py: {args.script} not found; fetch CleanRL's script with the command in this file's docstring")
     with open(args.script) as f:
@@ -114,8 +120,6 @@ def main(argv=None):
         print(f"cleanrl_reference.py: stopped by signal {STOP_SIGNAL[0]}; the same command runs the unfinished runs again", file=sys.stderr)
         return 128 + STOP_SIGNAL[0]
     failed = [(e, s, r) for e, s, r in results if isinstance(r, str)]
-    ours = [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and r["rows"]
-            and int(r["rows"][-1]["global_step"]) >= TOTAL_TIMESTEPS // r["batch_size"] * r["batch_size"]] if args.against else []
     columns = ["task", "seeds", "CleanRL here: per seed", "mean ± std", "steps/s per run"]
     columns += ["ours: seeds", "per seed", "mean ± std", "P(ours > CleanRL here) [95% CI]"] if args.against else []
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
@@ -127,8 +131,6 @@ def main(argv=None):
         row = [env_id, " ".join(str(s) for s, _ in done), ", ".join(f"{x:.0f}" for x in cleanrl), mean_std(cleanrl),
                ", ".join(str(r[1]) for _, r in done)]
         mine = sorted((r["seed"], float(r["rows"][-1]["return_last100"])) for r in ours if r["env_id"] == env_id)
-        if len({seed for seed, _ in mine}) < len(mine):
-            raise SystemExit(f"cleanrl_reference.py: {args.against} holds two runs of one seed of {env_id}; give a pool of one configuration")
         if mine:
             x = np.array([v for _, v in mine])
             lo, hi = report.bootstrap_ci([x, cleanrl], report.probability_of_improvement)

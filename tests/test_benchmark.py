@@ -572,6 +572,14 @@ def test_cleanrl_reference_ports_the_script_scores_the_last_100_episodes_and_kee
     assert sorted((out / "calls.txt").read_text().split()) == ["1", "2", "3", "3"]
     # seed 3 of ours stopped short and seed 9 was not asked for; P(ours > CleanRL) over the 4 pairs: 200 beats both, 101 one
     assert "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 | 1 2 | 200, 101 | 150 ± 70 | 0.75 [" in capsys.readouterr().out
+    # a pool with two finished runs of one seed is refused before anything runs
+    twin = pool / "Hopper-v4__ppo_continuous__1__1"
+    twin.mkdir()
+    for name in ("config.json", "progress.csv"):
+        (twin / name).write_text((pool / "Hopper-v4__ppo_continuous__1__0" / name).read_text())
+    with pytest.raises(SystemExit, match="two finished runs of one task and seed"):
+        cleanrl_reference.main([*argv, "--against", str(pool)])
+    assert sorted((out / "calls.txt").read_text().split()) == ["1", "2", "3", "3"]
 
 
 def test_cleanrl_reference_refuses_a_missing_or_unknown_script(tmp_path):
