@@ -47,8 +47,9 @@ def score(log_text):
     return (float(np.mean(returns[-100:])) if returns else float("nan")), (int(sps[-1]) if sps else 0)
 
 
-def mean_std(x):
-    return f"{x.mean():.0f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.0f}"
+def finished(run):
+    last, wanted = report.last_step(run, TOTAL_TIMESTEPS)
+    return last >= wanted
 
 
 RUNNING, STOP_SIGNAL = set(), []
@@ -94,8 +95,7 @@ def main(argv=None):
     if args.against and not os.path.isdir(args.against):
         parser.error(f"--against {args.against}: no such folder of runs")
     # our runs are read first, so a pool that cannot be compared fails before hours of CleanRL's runs
-    ours = [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and r["rows"]
-            and int(r["rows"][-1]["global_step"]) >= TOTAL_TIMESTEPS // r["batch_size"] * r["batch_size"]] if args.against else []
+    ours = [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and finished(r)] if args.against else []
     if len({(r["env_id"], r["seed"]) for r in ours}) < len(ours):
         raise SystemExit(f"cleanrl_reference.py: {args.against} holds two finished runs of one task and seed; give a pool of one configuration")
     if not os.path.isfile(args.script):
@@ -128,13 +128,13 @@ def main(argv=None):
         if not done:
             continue
         cleanrl = np.array([r[0] for _, r in done])
-        row = [env_id, " ".join(str(s) for s, _ in done), ", ".join(f"{x:.0f}" for x in cleanrl), mean_std(cleanrl),
+        row = [env_id, " ".join(str(s) for s, _ in done), ", ".join(f"{x:.0f}" for x in cleanrl), report.mean_std(cleanrl),
                ", ".join(str(r[1]) for _, r in done)]
         mine = sorted((r["seed"], float(r["rows"][-1]["return_last100"])) for r in ours if r["env_id"] == env_id)
         if mine:
             x = np.array([v for _, v in mine])
             lo, hi = report.bootstrap_ci([x, cleanrl], report.probability_of_improvement)
-            row += [" ".join(str(s) for s, _ in mine), ", ".join(f"{v:.0f}" for v in x), mean_std(x),
+            row += [" ".join(str(s) for s, _ in mine), ", ".join(f"{v:.0f}" for v in x), report.mean_std(x),
                     f"{report.probability_of_improvement(x, cleanrl):.2f} [{lo:.2f}, {hi:.2f}]"]
         print("| " + " | ".join(row) + " |")
     for env_id, seed, why in failed:

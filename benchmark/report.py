@@ -28,6 +28,16 @@ def iqm(x):
     return float(x[lo : n - lo].mean())
 
 
+def mean_std(x):
+    """"mean ± std" over seeds (sample std; 0 for one seed)."""
+    return f"{x.mean():.0f} ± {x.std(ddof=1) if len(x) > 1 else 0:.0f}"
+
+
+def last_step(run, total_timesteps):
+    """(the run's last logged step, the last step a run of total_timesteps reaches): whole batches only."""
+    return (int(run["rows"][-1]["global_step"]) if run["rows"] else 0), (total_timesteps // run["batch_size"]) * run["batch_size"]
+
+
 def probability_of_improvement(x, y):
     """P(X > Y) for one task: the Mann-Whitney U statistic over all seed pairs, ties counting one half."""
     x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
@@ -90,8 +100,7 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
     runs = [r for r in load_runs(variant_dirs) if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)]
     complete, incomplete = [], []
     for r in runs:
-        wanted = (total_timesteps // r["batch_size"]) * r["batch_size"]
-        last = int(r["rows"][-1]["global_step"]) if r["rows"] else 0
+        last, wanted = last_step(r, total_timesteps)
         (complete if last >= wanted else incomplete).append(r | {"last_step": last, "wanted": wanted})
     os.makedirs(out_dir, exist_ok=True)
     tasks = sorted({r["env_id"] for r in complete})
@@ -112,7 +121,7 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
                 continue
             group = groups[(t, v)]
             ci = bootstrap_ci([s], iqm, reps)
-            row = f"| {t} | {v} | {len(s)} | {s.mean():.0f} ± {s.std(ddof=1) if len(s) > 1 else 0:.0f} | {iqm(s):.0f} [{ci[0]:.0f}, {ci[1]:.0f}] |"
+            row = f"| {t} | {v} | {len(s)} | {mean_std(s)} | {iqm(s):.0f} [{ci[0]:.0f}, {ci[1]:.0f}] |"
             if baseline:
                 base = scores.get((t, baseline), np.array([]))
                 if v == baseline or len(base) == 0:
