@@ -6,6 +6,7 @@ z_hat_{t+1} -> s_hat_{t+1}. A latent self-prediction loss whose gradients reach 
   - the target z_{t+1} = encoder(s_{t+1}) is computed under no_grad (stop-gradient, as SPR/SALE), and
   - the predicted latent must also decode the true next observation (grounding, as OFENet), which a constant cannot.
 """
+
 import torch
 import torch.nn as nn
 
@@ -18,7 +19,9 @@ def avg_l1_norm(x, eps=1e-8):
 class Encoder(nn.Module):
     def __init__(self, obs_dim, z_dim, hidden=128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, z_dim))
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, z_dim)
+        )
 
     def forward(self, obs):
         return avg_l1_norm(self.net(obs))
@@ -27,7 +30,9 @@ class Encoder(nn.Module):
 class Dynamics(nn.Module):
     def __init__(self, z_dim, act_dim, obs_dim, hidden=128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(z_dim + act_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, z_dim))
+        self.net = nn.Sequential(
+            nn.Linear(z_dim + act_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, z_dim)
+        )
         self.decoder = nn.Linear(z_dim, obs_dim)
 
     def forward(self, z, action):
@@ -35,13 +40,14 @@ class Dynamics(nn.Module):
 
 
 def world_model_loss(encoder, dynamics, obs, action, next_obs):
-    """Returns (loss, latent_loss, obs_loss) on a batch of transitions with their true next observations."""
+    """The loss on a batch of transitions with their true next observations, and its terms (detached) to log."""
     z_next_pred = dynamics(encoder(obs), action)
     with torch.no_grad():
         z_next_target = encoder(next_obs)
     latent_loss = ((z_next_pred - z_next_target) ** 2).mean()
     obs_loss = ((dynamics.decoder(z_next_pred) - next_obs) ** 2).mean()
-    return latent_loss + obs_loss, latent_loss, obs_loss
+    loss = latent_loss + obs_loss
+    return loss, {"wm_loss": loss.detach(), "wm_latent_loss": latent_loss.detach(), "wm_obs_loss": obs_loss.detach()}
 
 
 @torch.no_grad()
@@ -58,4 +64,4 @@ def latent_stats(z):
     s = torch.linalg.svdvals(z - z.mean(0))
     p = s / s.sum().clamp(min=1e-12)
     effective_rank = torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()).item()
-    return effective_rank, z.std(0).mean().item()
+    return {"z_effective_rank": effective_rank, "z_std": z.std(0).mean().item()}
