@@ -108,6 +108,11 @@ def make_envs(env_id, num_envs, num_threads):
     return [gym.vector.SyncVectorEnv([make_env(env_id)] * n, autoreset_mode=mode) for n in sizes]
 
 
+def reset_envs(env_groups, seed):
+    offsets = np.cumsum([0] + [g.num_envs for g in env_groups])
+    return np.concatenate([g.reset(seed=seed + int(o))[0] for g, o in zip(env_groups, offsets)])
+
+
 def step_envs(env_groups, actions, pool):
     """Steps the env groups in threads (MuJoCo releases the GIL). Returns obs (the reset obs where an episode ended),
     rewards, terminations, truncations, and next_obs: each transition's true next observation."""
@@ -145,8 +150,7 @@ class RunningMeanStd:
 
 
 class Normalizer:
-    """CleanRL's NormalizeObservation and NormalizeReward (clip 10), batched over the envs, so that the statistics
-    belong to the agent: saved in checkpoints and frozen for evaluation."""
+    """CleanRL's NormalizeObservation and NormalizeReward (clip 10) over all envs; checkpointed, frozen to evaluate."""
 
     def __init__(self, obs_shape, num_envs, gamma, clip=10.0, epsilon=1e-8):
         self.obs_rms, self.return_rms = RunningMeanStd(obs_shape), RunningMeanStd(())
@@ -256,8 +260,7 @@ def ppo_loss(agent, args, obs, actions, logprobs, advantages, returns, values):
 
 
 def save_checkpoint(path, args, parts, counters):
-    """Everything a resume needs; parts are the networks, optimizers and normalizers (anything with a state_dict).
-    Written beside the target, then renamed: a crash mid-write leaves the previous file intact."""
+    """Everything a resume needs, written beside the target and renamed: a crash leaves the previous file intact."""
     state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters)}
     state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
     tmp = f"{path}.tmp"
@@ -301,9 +304,8 @@ def restore_state(ckpt, parts, rng=True):
 
 
 def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
-    """Runs args.eval_episodes episodes in parallel with policy (normalized obs -> mean action) and frozen
-    normalization. With a name, env 0 is rendered to out_dir/videos/<name>.mp4 (--capture-video) and PNG + JSON
-    snapshots in out_dir/snapshots/<name>/ (--save-snapshot). Returns the raw episodic returns."""
+    """Raw returns of args.eval_episodes parallel episodes of policy (normalized obs -> mean action). With a name,
+    env 0 is rendered to out_dir/videos/<name>.mp4 and out_dir/snapshots/<name>/ (--capture-video, --save-snapshot)."""
     video = os.path.join(out_dir, "videos", f"{name}.mp4") if name and args.capture_video else None
     snapshots = os.path.join(out_dir, "snapshots", name) if name and args.save_snapshot else None
     render = video is not None or snapshots is not None
@@ -365,8 +367,8 @@ class Logger:
                 csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(old)
         with open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow({k: "" if v is None else v for k, v in row.items()})
-        scores = "".join(f" | {k} {row[k]:.1f}" for k in ("return_last100", "eval_return") if row[k] is not None)
-        line = f"step {global_step:,}/{total_steps:,}{scores} | {row['sps']:,} sps"
+        line = f"step {global_step:,}/{total_steps:,} | {row['sps']:,} sps"
+        line += "".join(f" | {k} {row[k]:.1f}" for k in ("return_last100", "eval_return") if row[k] is not None)
         self.status.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         self.status.flush()
         print(line, flush=True)
@@ -396,14 +398,14 @@ def setup_run(args, given):
     """Checks the flags, then returns (args, checkpoint or None, run_dir); --resume takes the run's own flags."""
     ckpt = None
     if args.resume is not None:
-        ignored = given - {"--resume", "--total-timesteps"}
-        if ignored:
-            raise UsageError(
-                f"--resume continues with the run's own flags: only --total-timesteps may change, not {min(ignored)}"
-            )
         if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
             raise UsageError(f"--resume {args.resume}: no run with a checkpoint.pt there")
         ckpt = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
+        ignored = given - {"--resume", "--total-timesteps"}
+        if ignored:
+            raise UsageError(
+                f"--resume continues a run with its own flags; only --total-timesteps may change, not {min(ignored)}"
+            )
         steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]
         args = Args(**{**ckpt["args"], "resume": args.resume, "total_timesteps": steps})
     args.batch_size = args.num_envs * args.num_steps
@@ -457,8 +459,7 @@ def train(args, given):
 
     previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     # episodes in flight at a checkpoint restart on resume, from a reset seeded by the iteration
-    seed, offsets = args.seed + counters["iteration"] * args.num_envs, np.cumsum([0] + [g.num_envs for g in env_groups])
-    raw_obs = np.concatenate([g.reset(seed=seed + int(o))[0] for g, o in zip(env_groups, offsets)])
+    raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     pool = ThreadPoolExecutor(max(args.num_env_threads - 1, 1))

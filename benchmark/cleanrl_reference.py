@@ -14,6 +14,7 @@ probability of improvement and its 95% bootstrap interval (`report.py`'s). A run
 `.log` only when the run succeeds; finished runs are not rerun. Ctrl-C or kill stops the runs too (CleanRL's script has
 no checkpoints: the same command starts them again).
 """
+
 import argparse
 import os
 import re
@@ -35,8 +36,10 @@ PORTED_LINE = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -
 def port(source):
     """CleanRL's script with the observation clip given its space, as gymnasium 1.x requires."""
     if source.count(GYMNASIUM_0_29_LINE) != 1:
-        raise SystemExit(f"cleanrl_reference.py: the script is not the CleanRL version measured (no single `{GYMNASIUM_0_29_LINE}`); "
-                         "fetch it with the command in this file's docstring")
+        raise SystemExit(
+            f"cleanrl_reference.py: the script is not the CleanRL version measured (no single `{GYMNASIUM_0_29_LINE}`); "
+            "fetch it with the command in this file's docstring"
+        )
     return source.replace(GYMNASIUM_0_29_LINE, PORTED_LINE)
 
 
@@ -67,8 +70,13 @@ def run(script, out_dir, env_id, seed):
         if STOP_SIGNAL:
             return env_id, seed, "not started"
         with open(log_path + ".partial", "w") as log:
-            proc = subprocess.Popen([sys.executable, script, "--env-id", env_id, "--seed", str(seed)], stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=out_dir, env=dict(os.environ, OMP_NUM_THREADS="1"))
+            proc = subprocess.Popen(
+                [sys.executable, script, "--env-id", env_id, "--seed", str(seed)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=out_dir,
+                env=dict(os.environ, OMP_NUM_THREADS="1"),
+            )
             RUNNING.add(proc)
             if STOP_SIGNAL:  # the signal came between the check above and add()
                 proc.terminate()
@@ -83,23 +91,33 @@ def run(script, out_dir, env_id, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--script", default="runs/cleanrl/ppo_continuous_action.py", help="CleanRL's script, as fetched")
+    parser.add_argument(
+        "--script", default="runs/cleanrl/ppo_continuous_action.py", help="CleanRL's script, as fetched"
+    )
     parser.add_argument("--out-dir", default="runs/cleanrl", help="logs and CleanRL's own runs/ go here")
     parser.add_argument("--env-ids", nargs="+", default=["Hopper-v4"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--against", help="a pool of our runs (e.g. runs/benchmark/ppo) to compare with, same tasks and seeds")
+    parser.add_argument(
+        "--against", help="a pool of our runs (e.g. runs/benchmark/ppo) to compare with, same tasks and seeds"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.against and not os.path.isdir(args.against):
         parser.error(f"--against {args.against}: no such folder of runs")
     # our runs are read first, so a pool that cannot be compared fails before hours of CleanRL's runs
-    ours = [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and finished(r)] if args.against else []
+    ours = (
+        [r for r in report.load_runs([args.against]) if r["seed"] in args.seeds and finished(r)] if args.against else []
+    )
     if len({(r["env_id"], r["seed"]) for r in ours}) < len(ours):
-        raise SystemExit(f"cleanrl_reference.py: {args.against} holds two finished runs of one task and seed; give a pool of one configuration")
+        raise SystemExit(
+            f"cleanrl_reference.py: {args.against} holds two finished runs of one task and seed; give a pool of one configuration"
+        )
     if not os.path.isfile(args.script):
-        raise SystemExit(f"cleanrl_reference.py: {args.script} not found; fetch CleanRL's script with the command in this file's docstring")
+        raise SystemExit(
+            f"cleanrl_reference.py: {args.script} not found; fetch CleanRL's script with the command in this file's docstring"
+        )
     with open(args.script) as f:
         ported = port(f.read())
     os.makedirs(args.out_dir, exist_ok=True)
@@ -117,7 +135,10 @@ def main(argv=None):
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     if STOP_SIGNAL:
-        print(f"cleanrl_reference.py: stopped by signal {STOP_SIGNAL[0]}; the same command runs the unfinished runs again", file=sys.stderr)
+        print(
+            f"cleanrl_reference.py: stopped by signal {STOP_SIGNAL[0]}; the same command runs the unfinished runs again",
+            file=sys.stderr,
+        )
         return 128 + STOP_SIGNAL[0]
     failed = [(e, s, r) for e, s, r in results if isinstance(r, str)]
     columns = ["task", "seeds", "CleanRL here: per seed", "mean ± std", "steps/s per run"]
@@ -128,14 +149,23 @@ def main(argv=None):
         if not done:
             continue
         cleanrl = np.array([r[0] for _, r in done])
-        row = [env_id, " ".join(str(s) for s, _ in done), ", ".join(f"{x:.0f}" for x in cleanrl), report.mean_std(cleanrl),
-               ", ".join(str(r[1]) for _, r in done)]
+        row = [
+            env_id,
+            " ".join(str(s) for s, _ in done),
+            ", ".join(f"{x:.0f}" for x in cleanrl),
+            report.mean_std(cleanrl),
+            ", ".join(str(r[1]) for _, r in done),
+        ]
         mine = sorted((r["seed"], float(r["rows"][-1]["return_last100"])) for r in ours if r["env_id"] == env_id)
         if mine:
             x = np.array([v for _, v in mine])
             lo, hi = report.bootstrap_ci([x, cleanrl], report.probability_of_improvement)
-            row += [" ".join(str(s) for s, _ in mine), ", ".join(f"{v:.0f}" for v in x), report.mean_std(x),
-                    f"{report.probability_of_improvement(x, cleanrl):.2f} [{lo:.2f}, {hi:.2f}]"]
+            row += [
+                " ".join(str(s) for s, _ in mine),
+                ", ".join(f"{v:.0f}" for v in x),
+                report.mean_std(x),
+                f"{report.probability_of_improvement(x, cleanrl):.2f} [{lo:.2f}, {hi:.2f}]",
+            ]
         print("| " + " | ".join(row) + " |")
     for env_id, seed, why in failed:
         print(f"cleanrl_reference.py: {env_id} seed {seed} failed ({why})", file=sys.stderr)

@@ -7,6 +7,7 @@ well z predicts the gait phase linearly, and renders a gait filmstrip of the age
 Gait phase: the phase angle of the first thigh joint's oscillation, atan2(angular velocity, angle), both standardized
 (obs index 2 and its velocity, for Walker2d, Hopper and HalfCheetah alike).
 """
+
 import argparse
 import importlib
 import os
@@ -26,7 +27,9 @@ def load(path):
     except Exception as e:
         sys.exit(f"latent_viz.py: error: cannot read checkpoint {path} ({type(e).__name__})")
     if script not in ("ppo_wm", "ppo_wm_aux"):
-        sys.exit(f"latent_viz.py: error: {path} was written by {script}.py; a world-model script's checkpoint is needed")
+        sys.exit(
+            f"latent_viz.py: error: {path} was written by {script}.py; a world-model script's checkpoint is needed"
+        )
     mod = importlib.import_module(script)
     ckpt = mod.load_checkpoint(path)
     a = ckpt["args"]
@@ -43,7 +46,11 @@ def collect(env_id, agent, encoder, normalizer, episodes, seed, max_steps, film_
     obs_all, z_all, t_all, frames = [], [], [], []
     returns = []
     for ep in range(episodes):
-        env = gym.make(env_id, render_mode="rgb_array", camera_name="track", width=240, height=240) if ep == 0 else gym.make(env_id)
+        env = (
+            gym.make(env_id, render_mode="rgb_array", camera_name="track", width=240, height=240)
+            if ep == 0
+            else gym.make(env_id)
+        )
         obs, _ = env.reset(seed=seed + ep)
         total = 0.0
         for t in range(max_steps):
@@ -57,8 +64,12 @@ def collect(env_id, agent, encoder, normalizer, episodes, seed, max_steps, film_
             if ep == 0 and t >= film_start and (t - film_start) % film_every == 0 and len(frames) < film_frames:
                 frame = env.render()
                 w = frame.shape[1]
-                frames.append(frame[:, w // 4 : 3 * w // 4])  # the "track" camera follows the agent: keep the middle half
-            obs, reward, terminated, truncated, _ = env.step(np.clip(action, env.action_space.low, env.action_space.high))
+                frames.append(
+                    frame[:, w // 4 : 3 * w // 4]
+                )  # the "track" camera follows the agent: keep the middle half
+            obs, reward, terminated, truncated, _ = env.step(
+                np.clip(action, env.action_space.low, env.action_space.high)
+            )
             total += reward
             if terminated or truncated:
                 break
@@ -106,8 +117,18 @@ def main():
 
     mod, ckpt, agent, encoder, normalizer = load(args.checkpoint)
     env_id = ckpt["args"]["env_id"]
-    obs, z, t, frames, returns = collect(env_id, agent, encoder, normalizer, args.episodes, args.seed, args.max_steps,
-                                         args.film_start, args.film_every, args.film_frames)
+    obs, z, t, frames, returns = collect(
+        env_id,
+        agent,
+        encoder,
+        normalizer,
+        args.episodes,
+        args.seed,
+        args.max_steps,
+        args.film_start,
+        args.film_every,
+        args.film_frames,
+    )
     phase = gait_phase(obs)
     zc = z - z.mean(0)
     _, s, vt = np.linalg.svd(zc, full_matrices=False)
@@ -115,7 +136,7 @@ def main():
     explained = s**2 / (s**2).sum()
     sub = slice(None, None, max(1, len(z) // 2000))  # t-SNE on at most ~2000 points
     tsne = TSNE(n_components=2, perplexity=30, init="pca", random_state=0).fit_transform(z[sub])
-    rank, z_std = mod.latent_stats(torch.from_numpy(z))
+    rank, z_std = mod.latent_stats(torch.from_numpy(z)).values()
 
     os.makedirs(args.out_dir, exist_ok=True)
     fig, axes = plt.subplots(2, 2, figsize=(10, 9))
@@ -126,7 +147,9 @@ def main():
         fig.colorbar(b, ax=axes[row][1], label="gait phase (rad)")
         axes[row][0].set_title(f"{name} of z, by time step")
         axes[row][1].set_title(f"{name} of z, by gait phase")
-    fig.suptitle(f"{env_id}, {ckpt['script']} step {ckpt['counters']['global_step']:,}: {len(z)} latents from {args.episodes} episodes")
+    fig.suptitle(
+        f"{env_id}, {ckpt['script']} step {ckpt['counters']['global_step']:,}: {len(z)} latents from {args.episodes} episodes"
+    )
     fig.tight_layout()
     fig.savefig(os.path.join(args.out_dir, "latent_projections.png"), dpi=100)
     plt.close(fig)
@@ -137,14 +160,19 @@ def main():
     r2_z = linear_r2(z, phase)
     r2_obs = linear_r2(normalizer.obs(obs, update=False), phase)
     lines = [
-        f"# E4: the latent of {ckpt['script']} on {env_id}", "",
+        f"# E4: the latent of {ckpt['script']} on {env_id}",
+        "",
         f"Checkpoint: `{os.path.relpath(args.checkpoint, ROOT)}` (step {ckpt['counters']['global_step']:,}); "
-        f"{args.episodes} deterministic episodes, returns {', '.join(f'{r:.0f}' for r in returns)}.", "",
+        f"{args.episodes} deterministic episodes, returns {', '.join(f'{r:.0f}' for r in returns)}.",
+        "",
         f"- z: {z.shape[1]} dims, effective rank {rank:.1f}, mean per-dimension std {z_std:.2f}",
         f"- PCA: the first two components explain {explained[0]:.0%} and {explained[1]:.0%} of z's variance",
-        f"- gait phase linearly decodable from z: R^2 = {r2_z:.2f} (from the normalized observation itself: {r2_obs:.2f})", "",
-        "![latent projections](latent_projections.png)", "",
-        f"Gait filmstrip (steps {args.film_start}, {args.film_start + args.film_every}, ... of the first episode):", "",
+        f"- gait phase linearly decodable from z: R^2 = {r2_z:.2f} (from the normalized observation itself: {r2_obs:.2f})",
+        "",
+        "![latent projections](latent_projections.png)",
+        "",
+        f"Gait filmstrip (steps {args.film_start}, {args.film_start + args.film_every}, ... of the first episode):",
+        "",
         "![gait filmstrip](gait_filmstrip.png)",
     ]
     with open(os.path.join(args.out_dir, "summary.md"), "w") as f:

@@ -7,6 +7,7 @@ Per task and variant: mean +- std over seeds, interquartile mean (IQM) with a 95
 interval, probability of improvement over the baseline variant, score at 200k / 500k / 1M steps, wall time and steps/s.
 Runs that stopped short of the requested steps are listed and left out of every statistic.
 """
+
 import argparse
 import csv
 import glob
@@ -29,13 +30,15 @@ def iqm(x):
 
 
 def mean_std(x):
-    """"mean ± std" over seeds (sample std; 0 for one seed)."""
+    """ "mean ± std" over seeds (sample std; 0 for one seed)."""
     return f"{x.mean():.0f} ± {x.std(ddof=1) if len(x) > 1 else 0:.0f}"
 
 
 def last_step(run, total_timesteps):
     """(the run's last logged step, the last step a run of total_timesteps reaches): whole batches only."""
-    return (int(run["rows"][-1]["global_step"]) if run["rows"] else 0), (total_timesteps // run["batch_size"]) * run["batch_size"]
+    return (int(run["rows"][-1]["global_step"]) if run["rows"] else 0), (total_timesteps // run["batch_size"]) * run[
+        "batch_size"
+    ]
 
 
 def probability_of_improvement(x, y):
@@ -63,8 +66,16 @@ def load_runs(variant_dirs):
         if os.path.isfile(progress):
             with open(progress, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r["return_last100"]]
-        runs.append({"dir": run_dir, "variant": config["exp_name"], "env_id": config["env_id"], "seed": config["seed"],
-                     "batch_size": config["batch_size"], "rows": rows})
+        runs.append(
+            {
+                "dir": run_dir,
+                "variant": config["exp_name"],
+                "env_id": config["env_id"],
+                "seed": config["seed"],
+                "batch_size": config["batch_size"],
+                "rows": rows,
+            }
+        )
     return runs
 
 
@@ -80,7 +91,9 @@ def time_to_score(group, threshold):
     by_step = {}
     for r in group:
         for row in r["rows"]:
-            by_step.setdefault(int(row["global_step"]), []).append((float(row["return_last100"]), float(row["wall_time"])))
+            by_step.setdefault(int(row["global_step"]), []).append(
+                (float(row["return_last100"]), float(row["wall_time"]))
+            )
     for step in sorted(by_step):
         values = by_step[step]
         if len(values) == len(group) and np.mean([v for v, _ in values]) >= threshold:
@@ -94,10 +107,23 @@ def curve(rows, grid):
     return np.interp(grid, steps, values, left=np.nan, right=np.nan)
 
 
-def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=2000, title=None, env_ids=None, seeds=None,
-                 threshold=2000):
+def write_report(
+    variant_dirs,
+    out_dir,
+    total_timesteps,
+    baseline=None,
+    reps=2000,
+    title=None,
+    env_ids=None,
+    seeds=None,
+    threshold=2000,
+):
     """variant_dirs: folders of runs, one per variant; env_ids and seeds, when given, select the runs."""
-    runs = [r for r in load_runs(variant_dirs) if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)]
+    runs = [
+        r
+        for r in load_runs(variant_dirs)
+        if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)
+    ]
     complete, incomplete = [], []
     for r in runs:
         last, wanted = last_step(r, total_timesteps)
@@ -108,11 +134,20 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
     groups = {(t, v): [r for r in complete if r["env_id"] == t and r["variant"] == v] for t in tasks for v in variants}
     scores = {key: np.array([float(r["rows"][-1]["return_last100"]) for r in group]) for key, group in groups.items()}
 
-    lines = [f"# {title or os.path.basename(os.path.normpath(out_dir))}: {total_timesteps:,} steps per run", "",
-             "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
-             f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).", ""]
-    header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + (f" P(variant > {baseline}) [95% CI] |" if baseline else "")
-    header += "".join(f" @{s // 1000}k |" for s in CHECKPOINTS) + f" mean passes {threshold}: step (wall min) | wall min | steps/s |"
+    lines = [
+        f"# {title or os.path.basename(os.path.normpath(out_dir))}: {total_timesteps:,} steps per run",
+        "",
+        "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
+        f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).",
+        "",
+    ]
+    header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + (
+        f" P(variant > {baseline}) [95% CI] |" if baseline else ""
+    )
+    header += (
+        "".join(f" @{s // 1000}k |" for s in CHECKPOINTS)
+        + f" mean passes {threshold}: step (wall min) | wall min | steps/s |"
+    )
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for t in tasks:
         for v in variants:
@@ -130,7 +165,11 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
                     lo, hi = bootstrap_ci([s, base], probability_of_improvement, reps)
                     row += f" {probability_of_improvement(s, base):.2f} [{lo:.2f}, {hi:.2f}] |"
             for step in CHECKPOINTS:
-                at = [score_at(r["rows"], step) for r in group if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])]
+                at = [
+                    score_at(r["rows"], step)
+                    for r in group
+                    if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])
+                ]
                 at = [a for a in at if a is not None]
                 row += f" {np.mean(at):.0f} |" if at else " – |"
             step, wall = time_to_score(group, threshold)
@@ -145,7 +184,11 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
         for v in variants:
             if groups[(t, v)]:
                 by_seed = sorted(groups[(t, v)], key=lambda r: r["seed"])
-                lines.append(f"| {t} | {v} | " + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in by_seed) + " |")
+                lines.append(
+                    f"| {t} | {v} | "
+                    + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in by_seed)
+                    + " |"
+                )
     if baseline and len(tasks) > 1:
         lines += ["", f"Average probability of improvement over {baseline} across tasks (rliable's aggregate):", ""]
         for v in variants:
@@ -164,8 +207,12 @@ def write_report(variant_dirs, out_dir, total_timesteps, baseline=None, reps=200
         lines += [f"- {r['dir']}: {r['last_step']:,} of {r['wanted']:,} steps" for r in incomplete]
     if complete:
         plot_curves(complete, tasks, variants, total_timesteps, os.path.join(out_dir, "learning_curves.png"), reps)
-        lines += ["", "![learning curves](learning_curves.png)", "",
-                  "Curves: mean over seeds of the last-100-episode return, band = 95% bootstrap CI of the mean."]
+        lines += [
+            "",
+            "![learning curves](learning_curves.png)",
+            "",
+            "Curves: mean over seeds of the last-100-episode return, band = 95% bootstrap CI of the mean.",
+        ]
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -188,7 +235,9 @@ def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
             if len(curves) == 0:
                 continue
             mean = np.nanmean(curves, 0)
-            boots = np.array([np.nanmean(curves[rng.integers(0, len(curves), len(curves))], 0) for _ in range(min(reps, 500))])
+            boots = np.array(
+                [np.nanmean(curves[rng.integers(0, len(curves), len(curves))], 0) for _ in range(min(reps, 500))]
+            )
             ax.plot(grid, mean, label=f"{v} (n={len(curves)})")
             ax.fill_between(grid, np.nanquantile(boots, 0.025, 0), np.nanquantile(boots, 0.975, 0), alpha=0.2)
         ax.set_title(t)
@@ -213,8 +262,14 @@ def main(argv=None):
     for d in args.variant_dirs:
         if not os.path.isdir(d):
             parser.error(f"{d} is not a folder")
-    write_report(args.variant_dirs, args.out_dir, args.total_timesteps, args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])),
-                 env_ids=args.env_ids, seeds=args.seeds)
+    write_report(
+        args.variant_dirs,
+        args.out_dir,
+        args.total_timesteps,
+        args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])),
+        env_ids=args.env_ids,
+        seeds=args.seeds,
+    )
 
 
 if __name__ == "__main__":

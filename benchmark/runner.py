@@ -15,6 +15,7 @@ finish, then each failed command is printed with its log path and the runner exi
 passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at once),
 none is left running, and the same command resumes them.
 """
+
 import argparse
 import csv
 import dataclasses
@@ -75,21 +76,64 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, 
                 variant = pool_name(name, extra)
                 runs_dir = os.path.join(runs_root, variant)
                 base = [python, os.path.join(ROOT, f"{script}.py")]
-                fresh = base + ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps),
-                                "--exp-name", variant, "--runs-dir", runs_dir, *flags, *extra]
-                runs.append({"name": f"{env_id}__{variant}__{seed}", "script": script, "runs_dir": runs_dir, "env_id": env_id, "variant": variant,
-                             "seed": seed, "fresh": fresh, "base": base, "total_timesteps": total_timesteps, "extra": extra})
+                fresh = base + [
+                    "--env-id",
+                    env_id,
+                    "--seed",
+                    str(seed),
+                    "--total-timesteps",
+                    str(total_timesteps),
+                    "--exp-name",
+                    variant,
+                    "--runs-dir",
+                    runs_dir,
+                    *flags,
+                    *extra,
+                ]
+                runs.append(
+                    {
+                        "name": f"{env_id}__{variant}__{seed}",
+                        "script": script,
+                        "runs_dir": runs_dir,
+                        "env_id": env_id,
+                        "variant": variant,
+                        "seed": seed,
+                        "fresh": fresh,
+                        "base": base,
+                        "total_timesteps": total_timesteps,
+                        "extra": extra,
+                    }
+                )
     return runs
 
 
 # config keys that do not change a run's training rows: where to write, how often to log, checkpoint, evaluate or render
 # (evaluations do not touch the training RNG: tested), how many env threads (tested), and the steps, which --resume extends
-NON_TRAINING_KEYS = {"exp_name", "runs_dir", "total_timesteps", "num_env_threads", "status_interval", "checkpoint_interval", "eval_interval",
-                     "eval_episodes", "capture_video", "video_interval", "save_snapshot", "snapshot_interval", "resume", "eval_checkpoint",
-                     "batch_size", "minibatch_size", "num_iterations"}
+NON_TRAINING_KEYS = {
+    "exp_name",
+    "runs_dir",
+    "total_timesteps",
+    "num_env_threads",
+    "status_interval",
+    "checkpoint_interval",
+    "eval_interval",
+    "eval_episodes",
+    "capture_video",
+    "video_interval",
+    "save_snapshot",
+    "snapshot_interval",
+    "resume",
+    "eval_checkpoint",
+    "batch_size",
+    "minibatch_size",
+    "num_iterations",
+}
 # flags added after runs were made, with the value the scripts hard-coded before: a config.json without the key
 # trained with exactly that value, so it still matches a command that runs it
-ADDED_KEYS = {"init_action_std": 1.0, "critic_width": 64, "compile": False}
+ADDED_KEYS = {}
+# flags removed from the scripts, with the value the scripts now hard-code: a run made with another value is another
+# configuration (torch_threads and status_interval did not change training rows)
+RETIRED_KEYS = {"init_action_std": 1.0, "critic_width": 64, "compile": False, "torch_deterministic": True}
 _expected_configs = {}
 
 
@@ -109,16 +153,28 @@ def expected_config(run):
 
 
 def check_config(run, run_dir, saved):
+    for k, v in RETIRED_KEYS.items():
+        if saved.get(k, v) != v:
+            raise StaleRun(
+                f"{run_dir} was made with {k}={saved[k]!r}, a flag {run['script']}.py no longer has (it runs {k}={v!r}): "
+                f"move {run['runs_dir']} aside"
+            )
     for k, v in expected_config(run).items():
         made_with = saved.get(k, ADDED_KEYS.get(k))
         if k not in NON_TRAINING_KEYS and made_with != v:
-            raise StaleRun(f"{run_dir} was made with {k}={made_with!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
-                           f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra")
+            raise StaleRun(
+                f"{run_dir} was made with {k}={made_with!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
+                f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra"
+            )
 
 
 def run_state(run):
     """('done' | 'resume' | 'new', run_dir or None), from what is on disk."""
-    dirs = sorted(d for d in glob.glob(os.path.join(run["runs_dir"], f"{run['name']}__*")) if os.path.isfile(os.path.join(d, "checkpoint.pt")))
+    dirs = sorted(
+        d
+        for d in glob.glob(os.path.join(run["runs_dir"], f"{run['name']}__*"))
+        if os.path.isfile(os.path.join(d, "checkpoint.pt"))
+    )
     if not dirs:
         return "new", None
     run_dir = dirs[-1]
@@ -152,7 +208,10 @@ def run_local(runs, workers, logs_dir):
     # Ctrl-C or a kill stops the runs, never orphans them: each run gets SIGTERM, checkpoints at the end of its iteration
     # and exits; rerunning the same command resumes them. Set explicitly: a runner started with & inherits SIGINT ignored.
     stop_signal, forwarded, stopped = [], 0, 0
-    previous_handlers = {sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_handlers = {
+        sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while (todo and not stop_signal) or running:
             while todo and not stop_signal and len(running) < workers:
@@ -161,9 +220,13 @@ def run_local(runs, workers, logs_dir):
                 log = open(log_path, "a")
                 log.write(f"$ {shlex.join(cmd)}\n")
                 log.flush()
-                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), cmd, log_path, log))
+                running.append(
+                    (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), cmd, log_path, log)
+                )
             time.sleep(0.5)
-            if len(stop_signal) > forwarded:  # passed on as the scripts read them: the first stops after the iteration, a second at once
+            if (
+                len(stop_signal) > forwarded
+            ):  # passed on as the scripts read them: the first stops after the iteration, a second at once
                 forwarded, stopped = len(stop_signal), stopped or len(running)
                 for proc, *_ in running:
                     proc.send_signal(signal.SIGTERM if forwarded == 1 else signal.SIGINT)
@@ -178,16 +241,22 @@ def run_local(runs, workers, logs_dir):
                         failed.append((cmd, log_path, proc.returncode))
             if time.time() - last_report > 30 or not (todo or running):
                 last_report = time.time()
-                print(f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  failed {len(failed)}  "
-                      f"elapsed {(time.time() - start) / 60:.1f} min", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  failed {len(failed)}  "
+                    f"elapsed {(time.time() - start) / 60:.1f} min",
+                    flush=True,
+                )
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     for cmd, log_path, rc in failed:
         print(f"FAILED (exit {rc}): {shlex.join(cmd)}\n  log: {log_path}", file=sys.stderr)
     if stop_signal:
-        print(f"runner.py: stopped by signal {stop_signal[0]}: {stopped} runs stopped, {len(todo)} not started; the same command "
-              "resumes them from their checkpoints", file=sys.stderr)
+        print(
+            f"runner.py: stopped by signal {stop_signal[0]}: {stopped} runs stopped, {len(todo)} not started; the same command "
+            "resumes them from their checkpoints",
+            file=sys.stderr,
+        )
         return 128 + stop_signal[0]
     return 1 if failed else 0
 
@@ -218,27 +287,37 @@ eval "$cmd"
     if out.returncode != 0:
         print(f"runner.py: error: sbatch failed: {out.stderr.strip()}", file=sys.stderr)
         return 1
-    print(f"submitted job array {out.stdout.strip()} with {len(cmds)} runs; logs in {slurm_dir}/logs; "
-          f"rerun this command after it finishes to resume failed runs, then --report-only")
+    print(
+        f"submitted job array {out.stdout.strip()} with {len(cmds)} runs; logs in {slurm_dir}/logs; "
+        f"rerun this command after it finishes to resume failed runs, then --report-only"
+    )
     return 0
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="E1")
     parser.add_argument("--env-ids", nargs="+", help="tasks (default: the experiment's)")
-    parser.add_argument("--variants", nargs="+", help="run only these of the experiment's variants, e.g. 'ppo' (default: all)")
+    parser.add_argument(
+        "--variants", nargs="+", help="run only these of the experiment's variants, e.g. 'ppo' (default: all)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--total-timesteps", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
-    parser.add_argument("--runs-root", default=os.path.join(ROOT, "runs", "benchmark"), help="the pool of runs of all experiments")
+    parser.add_argument(
+        "--runs-root", default=os.path.join(ROOT, "runs", "benchmark"), help="the pool of runs of all experiments"
+    )
     parser.add_argument("--results-dir", default=os.path.join(ROOT, "benchmark", "results"))
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--extra", default="", help="extra flags for every run, e.g. '--num-envs 8'")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--slurm", action="store_true", help="submit a Slurm job array instead of running locally")
     parser.add_argument("--slurm-max-running", type=int, default=50, help="array concurrency limit (%%N)")
-    parser.add_argument("--sbatch-args", default="", help="extra sbatch arguments, e.g. '--partition=cpu --time=2:00:00'")
+    parser.add_argument(
+        "--sbatch-args", default="", help="extra sbatch arguments, e.g. '--partition=cpu --time=2:00:00'"
+    )
     parser.add_argument("--report-only", action="store_true", help="only write the report of existing runs")
     parser.add_argument("--no-report", action="store_true")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -258,7 +337,9 @@ def main(argv=None):
     extra = args.extra.split()
     if args.workers >= (os.cpu_count() or 1) and "--num-env-threads" not in extra:
         extra += ["--num-env-threads", "1"]  # one core per run when runs fill the machine (results do not change)
-    runs = plan(args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra, variants)
+    runs = plan(
+        args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra, variants
+    )
     try:
         for r in runs:
             run_state(r)
@@ -271,17 +352,30 @@ def main(argv=None):
             print(f"# {r['name']}: finished" if cmd is None else shlex.join(cmd))
         return 0
     if args.slurm:
-        return submit_slurm(runs, os.path.join(args.runs_root, f"slurm-{args.experiment}"), args.slurm_max_running, shlex.split(args.sbatch_args))
+        return submit_slurm(
+            runs,
+            os.path.join(args.runs_root, f"slurm-{args.experiment}"),
+            args.slurm_max_running,
+            shlex.split(args.sbatch_args),
+        )
     rc = 0 if args.report_only else run_local(runs, args.workers, os.path.join(args.runs_root, "logs"))
     if not args.no_report:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import report
 
         pools = [pool_name(v, extra) for v in variants]
-        name = args.experiment if variants == all_variants else "+".join([args.experiment, *variants])  # never overwrite the full report
-        report.write_report([os.path.join(args.runs_root, p) for p in pools], os.path.join(args.results_dir, pool_name(name, extra)),
-                            args.total_timesteps, baseline=pools[0], title=args.experiment, env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
-                            seeds=args.seeds)
+        name = (
+            args.experiment if variants == all_variants else "+".join([args.experiment, *variants])
+        )  # never overwrite the full report
+        report.write_report(
+            [os.path.join(args.runs_root, p) for p in pools],
+            os.path.join(args.results_dir, pool_name(name, extra)),
+            args.total_timesteps,
+            baseline=pools[0],
+            title=args.experiment,
+            env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
+            seeds=args.seeds,
+        )
     return rc
 
 

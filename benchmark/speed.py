@@ -3,7 +3,9 @@
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
     python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed-1M.md   # the default budget
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed-hopper.md
-    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra=--compile   # each script eager and compiled
+    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra="--update-epochs 15"   # each script with a flag
+    python benchmark/speed.py --reference ../old-checkout       # each script also as it is in another checkout
+    python benchmark/speed.py --pairs                           # the runner's mode: two runs side by side, one per core
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
@@ -18,6 +20,12 @@ absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against
 The ratio to the raw rate is the less robust one: the raw process uses one core and the scripts two, so work of
 other tenants on one core slows the scripts more than it slows the raw process.
 
+With --pairs, each command is two runs of the script side by side (seeds r and r + repeats), --num-env-threads 1 each,
+as benchmark/runner.py runs a multi-seed experiment on a 2-core machine: the pair takes turns like a single script, its
+rate is both runs' steps over its turns, and the raw rate is still one process on one core. With --reference DIR,
+every script runs again from the checkout DIR (for example a `git worktree` of an older commit), labelled
+"script @reference", and the per-repeat lines give each script's ratio to its reference twin.
+
 Memory: the peak, read after each of a script's turns (while it is stopped, so reading it slows no one), of its
 resident set (RSS) plus the private pages of its child processes (the world-model scripts train the world model in a
 forked child, which shares the rest of its pages with the script). Unlike PSS this does not fall when other processes
@@ -29,11 +37,13 @@ the 10th percentile over iterations of rollout_time and update_time (progress.cs
 env stepping and the rest; an iteration that spans a turn also counts the time the script was stopped, which the
 percentile leaves out.
 """
+
 import argparse
 import csv
 import glob
 import mmap
 import os
+import shlex
 import signal
 import statistics
 import struct
@@ -106,8 +116,17 @@ def take_turns(commands, slices, counter_index=None, counter_path=None):
     command at counter_index runs until the others are done, then is killed; for it, "rate" is the count in
     counter_path (an int64 it increments) per second of its turns that began with the count above 0."""
     files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
-    procs = [subprocess.Popen([sys.executable, "-c", STOPPED_START, *cmd], stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True)
-             for cmd, (out, err) in zip(commands, files)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STOPPED_START, *cmd],
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        for cmd, (out, err) in zip(commands, files)
+    ]
     results = [{"active": 0.0, "memory": None, "code": None, "pid": proc.pid} for proc in procs]
     counted_steps = counted_seconds = 0
 
@@ -179,57 +198,130 @@ def main():
     parser.add_argument("--raw-num-envs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all scripts, in alternating order")
     parser.add_argument("--first-seed", type=int, default=1, help="repeat r runs --seed first_seed + r (r from 0)")
-    parser.add_argument("--scripts", nargs="+", default=SCRIPTS, choices=SCRIPTS, help="a script named twice runs twice (ppo_continuous twice: the noise left between identical runs)")
+    parser.add_argument(
+        "--scripts",
+        nargs="+",
+        default=SCRIPTS,
+        choices=SCRIPTS,
+        help="a script named twice runs twice (ppo_continuous twice: the noise left between identical runs)",
+    )
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
-    parser.add_argument("--variant-extra", default="", help="also run every script with these flags added, e.g. --variant-extra=--compile (labelled 'script --compile')")
+    parser.add_argument(
+        "--variant-extra",
+        default="",
+        help="also run every script with these flags added, e.g. --variant-extra=--compile (labelled 'script --compile')",
+    )
+    parser.add_argument(
+        "--reference", help="also run every script from this checkout (e.g. a worktree of another commit)"
+    )
+    parser.add_argument(
+        "--pairs", action="store_true", help="each command runs two copies side by side, one env thread each"
+    )
     parser.add_argument("--out", help="also append the table (Markdown) to this file")
     args = parser.parse_args()
 
     if args.steps < 1 or args.repeats < 1 or args.slice <= 0 or args.raw_slice <= 0 or args.raw_num_envs < 1:
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
     # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: the noise left)
-    labels = [name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}" for i, name in enumerate(args.scripts)]
+    labels = [
+        name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}"
+        for i, name in enumerate(args.scripts)
+    ]
     scripts, flags = list(args.scripts), [args.extra.split()] * len(args.scripts)
-    if args.variant_extra:  # each script again with the flags: the variant's ratios to the same turns of the same machine
+    if (
+        args.variant_extra
+    ):  # each script again with the flags: the variant's ratios to the same turns of the same machine
         labels += [f"{label} {args.variant_extra}" for label in labels]
         scripts, flags = scripts * 2, flags + [args.extra.split() + args.variant_extra.split()] * len(scripts)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # as Ctrl-C: take_turns then kills the stopped processes
+    paths = [os.path.join(ROOT, f"{name}.py") for name in scripts]
+    if args.reference:  # each script again from the other checkout: the ratio of the same turns of the same machine
+        if not all(os.path.isfile(os.path.join(args.reference, f"{name}.py")) for name in scripts):
+            parser.error(f"--reference {args.reference} has not all of {' '.join(sorted(set(scripts)))}")
+        labels += [f"{label} @reference" for label in labels]
+        paths += [os.path.join(os.path.abspath(args.reference), f"{name}.py") for name in scripts]
+        scripts, flags = scripts * 2, flags * 2
+    signal.signal(
+        signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum)
+    )  # as Ctrl-C: take_turns then kills the stopped processes
     runs = {label: [] for label in labels}  # label -> one dict of measurements per repeat
     raws = []
     with tempfile.TemporaryDirectory() as runs_dir:
         counter_path = os.path.join(runs_dir, "raw_steps")
         for repeat in range(args.repeats):
             order = list(range(len(labels))) if repeat % 2 == 0 else list(range(len(labels)))[::-1]
-            commands = [[sys.executable, f"{scripts[i]}.py", "--env-id", args.env_id, "--total-timesteps", str(args.steps),
-                         "--runs-dir", os.path.join(runs_dir, f"{repeat}-{i}"), "--status-interval", "1e9",
-                         "--seed", str(args.first_seed + repeat), *flags[i]] for i in order]
+            commands = []
+            for i in order:
+                cmd = [
+                    sys.executable,
+                    paths[i],
+                    "--env-id",
+                    args.env_id,
+                    "--total-timesteps",
+                    str(args.steps),
+                    "--runs-dir",
+                    os.path.join(runs_dir, f"{repeat}-{i}"),
+                    *flags[i],
+                ]
+                seed = args.first_seed + repeat
+                if args.pairs:  # both copies in one process group, which the turns stop and resume together
+                    pair = [
+                        shlex.join([*cmd, "--seed", str(s), "--num-env-threads", "1"])
+                        for s in (seed, seed + args.repeats)
+                    ]
+                    cmd = [
+                        "sh",
+                        "-c",
+                        f"{pair[0]} > /dev/null & a=$!; {pair[1]} > /dev/null & b=$!; wait $a && wait $b",
+                    ]
+                commands.append(cmd if args.pairs else [*cmd, "--seed", str(seed)])
             with open(counter_path, "wb") as f:
                 f.write(bytes(8))
             commands.append([sys.executable, "-c", RAW, args.env_id, str(args.raw_num_envs), counter_path])
-            results = take_turns(commands, [args.slice] * len(order) + [args.raw_slice], counter_index=len(order), counter_path=counter_path)
+            results = take_turns(
+                commands,
+                [args.slice] * len(order) + [args.raw_slice],
+                counter_index=len(order),
+                counter_path=counter_path,
+            )
             for cmd, result in zip(commands, results):
                 if result["code"] not in (None, 0):
                     what = "the raw-physics process" if cmd[1] == "-c" else " ".join(cmd)
                     sys.exit(f"speed.py: error: {what} failed (exit {result['code']}):\n{result['err'][-2000:]}")
             if results[-1]["rate"] is None:
-                sys.exit("speed.py: error: the raw-physics process never had a turn after making its envs; use more --steps")
+                sys.exit(
+                    "speed.py: error: the raw-physics process never had a turn after making its envs; use more --steps"
+                )
             raws.append(results[-1]["rate"])
             for i, result in zip(order, results):
-                (progress,) = glob.glob(os.path.join(runs_dir, f"{repeat}-{i}", "*", "progress.csv"))
+                progress = sorted(glob.glob(os.path.join(runs_dir, f"{repeat}-{i}", "*", "progress.csv")))[0]
                 with open(progress, newline="") as f:
                     rows = list(csv.DictReader(f))
-                sps = args.steps / result["active"]
-                runs[labels[i]].append({"sps": sps, "x_raw": sps / raws[-1], "seconds": result["active"], "rss": result["rss"], "memory": result["memory"],
-                                        "iteration_ms": undisturbed_iteration_ms(rows), "rollout_ms": undisturbed_iteration_ms(rows, ["rollout_time"]),
-                                        "update_ms": undisturbed_iteration_ms(rows, ["update_time"])})
+                sps = args.steps * (2 if args.pairs else 1) / result["active"]
+                runs[labels[i]].append(
+                    {
+                        "sps": sps,
+                        "x_raw": sps / raws[-1],
+                        "seconds": result["active"],
+                        "rss": result["rss"],
+                        "memory": result["memory"],
+                        "iteration_ms": undisturbed_iteration_ms(rows),
+                        "rollout_ms": undisturbed_iteration_ms(rows, ["rollout_time"]),
+                        "update_ms": undisturbed_iteration_ms(rows, ["update_time"]),
+                    }
+                )
 
     base = runs.get("ppo_continuous")
     lines = [
         f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) (seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
         f"side by side in turns of {args.slice:g} s (raw physics {args.raw_slice:g} s), {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores"
-        + (f", extra flags `{args.extra}`" if args.extra else "") + (f", each script also with `{args.variant_extra}`" if args.variant_extra else ""),
+        + (f", extra flags `{args.extra}`" if args.extra else "")
+        + (f", each script also with `{args.variant_extra}`" if args.variant_extra else "")
+        + (f", each script also from {args.reference} (@reference)" if args.reference else "")
+        + (", each command two runs side by side (--num-env-threads 1), steps/s of the pair" if args.pairs else ""),
         "",
-        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), per repeat: " + ", ".join(f"{r:,.0f}" for r in raws) + " steps/s",
+        f"raw physics (SyncVectorEnv x{args.raw_num_envs}, random actions, one process), per repeat: "
+        + ", ".join(f"{r:,.0f}" for r in raws)
+        + " steps/s",
         "",
         "| script | steps/s (whole process, median) | x raw physics (median; range over repeats) | x ppo_continuous (median; range over repeats) "
         "| peak memory MB (RSS + children's private; max) | peak RSS MB, largest single process (max) | seconds of its turns (median) "
@@ -242,13 +334,20 @@ def main():
         memory = "n/a" if None in [r["memory"] for r in results] else f"{max(r['memory'] for r in results):.0f}"
         rel = "n/a"
         if base:
-            ratios = [r["sps"] / b["sps"] for r, b in zip(results, base)]  # the same repeat: the same turns of the same machine
+            ratios = [
+                r["sps"] / b["sps"] for r, b in zip(results, base)
+            ]  # the same repeat: the same turns of the same machine
             rel = median_and_range(ratios)
             if name != "ppo_continuous":
                 per_repeat.append(f"{name}: x ppo_continuous per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
         per_repeat.append(f"{name}: x raw physics per repeat " + ", ".join(f"{r['x_raw']:.3f}" for r in results))
-        lines.append(f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} | {max(r['rss'] for r in results):.0f} "
-                     f"| {median['seconds']:.1f} | {median['iteration_ms']:.0f} | {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |")
+        if f"{name} @reference" in runs:
+            ratios = [r["sps"] / b["sps"] for r, b in zip(results, runs[f"{name} @reference"])]
+            per_repeat.append(f"{name}: x {name} @reference per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
+        lines.append(
+            f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} | {max(r['rss'] for r in results):.0f} "
+            f"| {median['seconds']:.1f} | {median['iteration_ms']:.0f} | {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |"
+        )
     report = "\n".join(lines + [""] + per_repeat)
     print(report)
     if args.out:

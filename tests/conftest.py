@@ -11,8 +11,22 @@ sys.path.insert(0, str(ROOT))
 SCRIPTS = ["ppo_continuous", "ppo_wm", "ppo_wm_aux"]
 # A tiny configuration: 4 envs x 32 steps = 128 steps per iteration. Hopper's untrained episodes are short.
 BATCH = 128
-TINY = ["--env-id", "Hopper-v4", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "4", "--update-epochs", "2",
-        "--eval-episodes", "2", "--eval-interval", "2", "--status-interval", "0"]
+TINY = [
+    "--env-id",
+    "Hopper-v4",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "32",
+    "--num-minibatches",
+    "4",
+    "--update-epochs",
+    "2",
+    "--eval-episodes",
+    "2",
+    "--eval-interval",
+    "2",
+]
 
 
 def script(name):

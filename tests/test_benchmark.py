@@ -1,5 +1,6 @@
 """The multi-seed runner (fan-out, skip, resume, failure reporting), the report's statistics, the probes, and the speed
 benchmark's turns."""
+
 import contextlib
 import csv
 import json
@@ -19,28 +20,53 @@ sys.path.insert(0, str(ROOT / "benchmark"))
 import report  # noqa: E402
 import runner  # noqa: E402
 
-TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0 --status-interval 1000"
+TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
 
 
 def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
-    common = ["--experiment", "E3", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "--workers", "2", "--extra", TINY_EXTRA,
-              "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    common = [
+        "--experiment",
+        "E3",
+        "--env-ids",
+        "Hopper-v4",
+        "--seeds",
+        "1",
+        "2",
+        "--workers",
+        "2",
+        "--extra",
+        TINY_EXTRA,
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+    ]
     assert runner.main([*common, "--total-timesteps", "256"]) == 0
     runs = sorted((tmp_path / "runs").glob("*/*/progress.csv"))
     assert len(runs) == 6  # 3 alphas x 2 seeds
     # runs with extra flags are another configuration: their own pools (and report), never the default runs
     pools = {v: runner.pool_name(v, TINY_EXTRA.split()) for v in ("ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05")}
-    assert pools["ppo_wm"] == "ppo_wm+num-envs+4+num-steps+32+num-minibatches+2+update-epochs+1+eval-interval+0+status-interval+1000"
-    assert runner.pool_name("ppo", ["--num-env-threads", "1"]) == runner.pool_name("ppo", ["--num-env-threads=2"]) == "ppo"
+    assert pools["ppo_wm"] == "ppo_wm+num-envs+4+num-steps+32+num-minibatches+2+update-epochs+1+eval-interval+0"
+    assert (
+        runner.pool_name("ppo", ["--num-env-threads", "1"]) == runner.pool_name("ppo", ["--num-env-threads=2"]) == "ppo"
+    )
     assert {p.parent.parent.name for p in runs} == set(pools.values())
     for p in runs:
         config = json.loads((p.parent / "config.json").read_text())
         assert config["exp_name"] == p.parent.parent.name
-        assert config.get("alpha", 0.0) == {pools["ppo_wm"]: 0.0, pools["ppo_wm_aux"]: 0.01, pools["ppo_wm_aux_alpha0.05"]: 0.05}[config["exp_name"]]
+        assert (
+            config.get("alpha", 0.0)
+            == {pools["ppo_wm"]: 0.0, pools["ppo_wm_aux"]: 0.01, pools["ppo_wm_aux_alpha0.05"]: 0.05}[
+                config["exp_name"]
+            ]
+        )
         assert len(list(csv.DictReader(open(p)))) == 2
     results = tmp_path / "results" / runner.pool_name("E3", TINY_EXTRA.split())
     summary = (results / "summary.md").read_text()
-    assert f"| Hopper-v4 | {pools['ppo_wm']} | 2 |" in summary and f"| Hopper-v4 | {pools['ppo_wm_aux_alpha0.05']} | 2 |" in summary
+    assert (
+        f"| Hopper-v4 | {pools['ppo_wm']} | 2 |" in summary
+        and f"| Hopper-v4 | {pools['ppo_wm_aux_alpha0.05']} | 2 |" in summary
+    )
     assert (results / "learning_curves.png").exists()
     capsys.readouterr()
 
@@ -49,8 +75,15 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     assert "6 already finished, 0 to run" in capsys.readouterr().out
 
     # a subset of the variants reports to its own folder and leaves the full report as it was
-    assert runner.main([*common, "--total-timesteps", "256", "--variants", "ppo_wm_aux_alpha0.05", "ppo_wm", "--report-only"]) == 0
-    subset = (tmp_path / "results" / runner.pool_name("E3+ppo_wm+ppo_wm_aux_alpha0.05", TINY_EXTRA.split()) / "summary.md").read_text()
+    assert (
+        runner.main(
+            [*common, "--total-timesteps", "256", "--variants", "ppo_wm_aux_alpha0.05", "ppo_wm", "--report-only"]
+        )
+        == 0
+    )
+    subset = (
+        tmp_path / "results" / runner.pool_name("E3+ppo_wm+ppo_wm_aux_alpha0.05", TINY_EXTRA.split()) / "summary.md"
+    ).read_text()
     assert f"| {pools['ppo_wm_aux_alpha0.05']} | 2 |" in subset and f"| {pools['ppo_wm_aux']} |" not in subset
     assert (results / "summary.md").read_text() == summary
 
@@ -61,7 +94,9 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "done 5/6" in out and "failed 1" in out
     assert err.count("FAILED (exit 2)") == 1 and f"--resume {runs[0].parent}" in err and "log: " in err
-    assert sorted(p.parent for p in (tmp_path / "runs").glob("*/*/progress.csv")) == sorted(p.parent for p in runs)  # no new dirs
+    assert sorted(p.parent for p in (tmp_path / "runs").glob("*/*/progress.csv")) == sorted(
+        p.parent for p in runs
+    )  # no new dirs
     for p in runs[1:]:
         assert [int(r["global_step"]) for r in csv.DictReader(open(p))] == [128, 256, 384]
     log = (tmp_path / "runs" / "logs" / f"{runs[0].parent.name.rsplit('__', 1)[0]}.log").read_text()
@@ -79,26 +114,52 @@ def alive(pid):  # a zombie is dead: its parent has exited or been killed, so in
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_runner_stops_its_runs_resumably_and_leaves_none_running(tmp_path, sig):
     runs_root = tmp_path / "runs"
-    common = ["--experiment", "E1", "--variants", "ppo_wm", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "3", "--workers", "2",
-              "--total-timesteps", "1000000", "--extra", TINY_EXTRA, "--runs-root", str(runs_root)]
+    common = [
+        "--experiment",
+        "E1",
+        "--variants",
+        "ppo_wm",
+        "--env-ids",
+        "Hopper-v4",
+        "--seeds",
+        "1",
+        "2",
+        "3",
+        "--workers",
+        "2",
+        "--total-timesteps",
+        "1000000",
+        "--extra",
+        TINY_EXTRA,
+        "--runs-root",
+        str(runs_root),
+    ]
     # started as `runner.py ... &` from a script is: SIGINT ignored, which the runs would inherit
     ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == signal.SIGINT else None
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--no-report"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=ignore_sigint)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--no-report"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ignore_sigint,
+    )
     import speed
 
     try:
         deadline = time.time() + 120
-        while len([p for p in runs_root.glob("*/*/progress.csv") if len(p.read_text().splitlines()) > 1]) < 2:  # both runs training
+        while (
+            len([p for p in runs_root.glob("*/*/progress.csv") if len(p.read_text().splitlines()) > 1]) < 2
+        ):  # both runs training
             assert time.time() < deadline and proc.poll() is None, "the runs did not start"
             time.sleep(0.2)
         processes = speed.process_tree(proc.pid)[1:]
-        assert len(processes) == 4  # two scripts, each with its world-model process
+        assert len(processes) == 2  # the two runs
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 128 + sig
         assert "2 runs stopped, 1 not started; the same command resumes them" in err and "FAILED" not in err
-        deadline = time.monotonic() + 5  # a world-model process ends once its trainer's pipe closes, a moment later
+        deadline = time.monotonic() + 5
         while (left := [pid for pid in processes if alive(pid)]) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert left == []  # none left running
@@ -107,8 +168,15 @@ def test_a_stopped_runner_stops_its_runs_resumably_and_leaves_none_running(tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
     started = sorted(runs_root.glob("*/*/checkpoint.pt"))
     assert len(started) == 2
-    out = subprocess.run([sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--dry-run"], capture_output=True, text=True, check=True).stdout
-    assert sorted(line.split("--resume ")[1].split()[0] for line in out.splitlines() if "--resume" in line) == sorted(str(p.parent) for p in started)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmark" / "runner.py"), *common, "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert sorted(line.split("--resume ")[1].split()[0] for line in out.splitlines() if "--resume" in line) == sorted(
+        str(p.parent) for p in started
+    )
     assert sum("--seed 3" in line and "--resume" not in line for line in out.splitlines()) == 1
 
 
@@ -125,7 +193,10 @@ def test_variants_and_a_single_extra_flag_select_the_runs(tmp_path, capsys):
     assert runner.main([*common, "--variants", "ppo", "--extra", "--no-clip-vloss"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 * 2
-    assert all("ppo_continuous.py" in line and "--no-clip-vloss" in line and "--exp-name ppo+no-clip-vloss " in line for line in lines)
+    assert all(
+        "ppo_continuous.py" in line and "--no-clip-vloss" in line and "--exp-name ppo+no-clip-vloss " in line
+        for line in lines
+    )
     with pytest.raises(SystemExit):
         runner.main([*common, "--variants", "ppo_wm_z16"])  # an E2 variant
     assert "--variants ppo_wm_z16 not in E1: choose from ppo ppo_wm ppo_wm_aux" in capsys.readouterr().err
@@ -133,36 +204,52 @@ def test_variants_and_a_single_extra_flag_select_the_runs(tmp_path, capsys):
 
 def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
     # a finished run is reused only while the script would still run it the same way: a changed default must not mix in
-    common = ["--experiment", "E1", "--env-ids", "Hopper-v4", "--seeds", "1", "--total-timesteps", "2048", "--runs-root", str(tmp_path), "--dry-run"]
-    run = next(r for r in runner.plan("E1", ["Hopper-v4"], [1], 2048, str(tmp_path), sys.executable, []) if r["variant"] == "ppo")
+    common = [
+        "--experiment",
+        "E1",
+        "--env-ids",
+        "Hopper-v4",
+        "--seeds",
+        "1",
+        "--total-timesteps",
+        "2048",
+        "--runs-root",
+        str(tmp_path),
+        "--dry-run",
+    ]
+    run = next(
+        r
+        for r in runner.plan("E1", ["Hopper-v4"], [1], 2048, str(tmp_path), sys.executable, [])
+        if r["variant"] == "ppo"
+    )
     run_dir = tmp_path / "ppo" / f"{run['name']}__1700000000"
     run_dir.mkdir(parents=True)
     (run_dir / "checkpoint.pt").write_bytes(b"")
     (run_dir / "progress.csv").write_text("global_step\n2048\n")
-    config = dict(runner.expected_config(run), batch_size=2048, exp_name="renamed", eval_interval=0, num_env_threads=2)  # keys that do not change training
+    config = dict(
+        runner.expected_config(run), batch_size=2048, exp_name="renamed", eval_interval=0, num_env_threads=2
+    )  # keys that do not change training
     (run_dir / "config.json").write_text(json.dumps(config))
     assert runner.main(common) == 0
     assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
 
-    # a run made before a flag existed trained with the value the script hard-coded then: reused at that value only
-    older = {k: v for k, v in config.items() if k not in ("init_action_std", "critic_width", "compile")}
+    # a run made with a flag the scripts no longer have is reused only if it ran the value they now hard-code
+    older = dict(config, critic_width=64, init_action_std=1.0, compile=False, torch_threads=1)
     (run_dir / "config.json").write_text(json.dumps(older))
     assert runner.main(common) == 0
     assert "# Hopper-v4__ppo__1: finished" in capsys.readouterr().out
-    (run_dir / "config.json").write_text(json.dumps(dict(older, critic_width=128)))
-    assert runner.main(common) == 2
-    assert "was made with critic_width=128 but ppo_continuous.py now runs critic_width=64" in capsys.readouterr().err
-    (run_dir / "config.json").write_text(json.dumps(dict(older, init_action_std=0.5)))
-    assert runner.main(common) == 2
-    assert "was made with init_action_std=0.5" in capsys.readouterr().err
-    (run_dir / "config.json").write_text(json.dumps(dict(older, compile=True)))  # compiled kernels round differently
-    assert runner.main(common) == 2
-    assert "was made with compile=True" in capsys.readouterr().err
+    for retired in ({"critic_width": 128}, {"init_action_std": 0.5}, {"compile": True}):
+        (run_dir / "config.json").write_text(json.dumps(older | retired))
+        assert runner.main(common) == 2
+        ((key, value),) = retired.items()
+        assert f"was made with {key}={value!r}, a flag ppo_continuous.py no longer has" in capsys.readouterr().err
 
     (run_dir / "config.json").write_text(json.dumps(dict(config, learning_rate=config["learning_rate"] / 2)))
     assert runner.main(common) == 2
     out, err = capsys.readouterr()
-    assert out == "" and f"{run_dir} was made with learning_rate={config['learning_rate'] / 2!r}" in err and "move " in err
+    assert (
+        out == "" and f"{run_dir} was made with learning_rate={config['learning_rate'] / 2!r}" in err and "move " in err
+    )
 
 
 def test_iqm_and_probability_of_improvement_known_answers():
@@ -185,7 +272,9 @@ def test_bootstrap_ci_covers_the_truth_at_about_95_percent():
 def make_run(root, variant, env_id, seed, finals, steps=1_000_000, batch=2048):
     run_dir = root / variant / f"{env_id}__{variant}__{seed}__0"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"exp_name": variant, "env_id": env_id, "seed": seed, "batch_size": batch}))
+    (run_dir / "config.json").write_text(
+        json.dumps({"exp_name": variant, "env_id": env_id, "seed": seed, "batch_size": batch})
+    )
     grid = list(range(batch, steps + 1, batch))
     with open(run_dir / "progress.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["global_step", "return_last100", "wall_time"])
@@ -218,10 +307,14 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     row = [line for line in summary.splitlines() if line.startswith("| TaskA-v0 | ppo_shifted |")][0]
     assert row.split("|")[4].strip().startswith(f"{scores[('TaskA-v0', 'ppo_shifted')].mean():.0f} ±")
     per_seed = [line for line in summary.splitlines() if line.startswith("| TaskB-v0 | ppo_shifted | 0: ")][0]
-    assert per_seed.split("|")[3].strip().split(", ") == [f"{seed}: {b:.0f}" for seed, b in enumerate(scores[("TaskB-v0", "ppo")] + 500)]
+    assert per_seed.split("|")[3].strip().split(", ") == [
+        f"{seed}: {b:.0f}" for seed, b in enumerate(scores[("TaskB-v0", "ppo")] + 500)
+    ]
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
     # time to score: every synthetic curve is linear in steps, so the seed mean passes 500 at 500 / mean(final) of the run
-    group = [r for r in report.load_runs(dirs) if r["env_id"] == "TaskA-v0" and r["variant"] == "ppo" and r["seed"] != 99]
+    group = [
+        r for r in report.load_runs(dirs) if r["env_id"] == "TaskA-v0" and r["variant"] == "ppo" and r["seed"] != 99
+    ]
     step, wall = report.time_to_score(group, 500)
     expected = 500 / scores[("TaskA-v0", "ppo")].mean() * 999_424
     assert expected <= step < expected + 2048 and wall == pytest.approx(step / 5000)
@@ -235,7 +328,19 @@ def test_report_command_line_selects_seeds_and_tasks(tmp_path):
         make_run(tmp_path, "ppo", "TaskB-v0", seed, 1000 * seed)
     for seed in (1, 2, 3):
         make_run(tmp_path, "ppo_new", "TaskA-v0", seed, 1000 * seed + 10)
-    report.main([str(tmp_path / "out"), str(tmp_path / "ppo"), str(tmp_path / "ppo_new"), "--seeds", "1", "2", "3", "--env-ids", "TaskA-v0"])
+    report.main(
+        [
+            str(tmp_path / "out"),
+            str(tmp_path / "ppo"),
+            str(tmp_path / "ppo_new"),
+            "--seeds",
+            "1",
+            "2",
+            "3",
+            "--env-ids",
+            "TaskA-v0",
+        ]
+    )
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| TaskA-v0 | ppo | 3 | 2000 ± 1000 |" in summary and "TaskB-v0" not in summary
     assert "| TaskA-v0 | ppo | 1: 1000, 2: 2000, 3: 3000 |" in summary
@@ -248,9 +353,13 @@ def test_experiments_share_runs_of_identical_configurations(tmp_path, capsys):
         return capsys.readouterr().out.strip().splitlines()
 
     e1, e2, e3 = commands("E1"), commands("E2"), commands("E3")
-    assert [c for c in e2 if "--exp-name ppo_wm " in c] == [c for c in e1 if "HalfCheetah" in c and "--exp-name ppo_wm " in c]
+    assert [c for c in e2 if "--exp-name ppo_wm " in c] == [
+        c for c in e1 if "HalfCheetah" in c and "--exp-name ppo_wm " in c
+    ]
     for variant in ("ppo_wm", "ppo_wm_aux"):
-        assert [c for c in e3 if f"--exp-name {variant} " in c] == [c for c in e1 if "Walker2d" in c and f"--exp-name {variant} " in c]
+        assert [c for c in e3 if f"--exp-name {variant} " in c] == [
+            c for c in e1 if "Walker2d" in c and f"--exp-name {variant} " in c
+        ]
     assert sum("--z-dim" in c for c in e2) == 2 and sum("--alpha 0.05" in c for c in e3) == 1
 
 
@@ -263,165 +372,64 @@ def test_latent_viz_gait_phase_and_decodability():
     obs[:, 8 + 3] = np.cos(0.2 * t)  # its velocity (Walker2d: 8 qpos in the observation)
     phase = latent_viz.gait_phase(obs)
     steps = np.diff(np.unwrap(phase))
-    assert abs(abs(steps.mean()) - 0.2) < 0.01 and steps.std() < 0.02  # a pure oscillation: the phase turns at 0.2 rad/step
+    assert (
+        abs(abs(steps.mean()) - 0.2) < 0.01 and steps.std() < 0.02
+    )  # a pure oscillation: the phase turns at 0.2 rad/step
     assert latent_viz.linear_r2(np.stack([np.cos(phase), np.sin(phase)], 1), phase) > 0.99
     assert latent_viz.linear_r2(np.random.default_rng(0).normal(size=(400, 4)), phase) < 0.1
 
 
-def test_rollout_probe_env_split_is_the_same_computation_and_the_pipeline_is_not():
-    # the probe's table reads equal checksums as "same computation": the split of the envs between threads must not
-    # change a single action, while acting per half (own normalization statistics per half) does
-    from concurrent.futures import ThreadPoolExecutor
-
-    import rollout_probe
-
-    agent = rollout_probe.Agent(17, 6)
-    with ThreadPoolExecutor(1) as pool:
-        _, even = rollout_probe.batched("Walker2d-v4", 30, [8, 8], pool, agent)
-        _, uneven = rollout_probe.batched("Walker2d-v4", 30, [10, 6], pool, agent)
-        _, pipelined = rollout_probe.pipelined("Walker2d-v4", 30, pool, agent)
-    assert even == uneven
-    assert pipelined != even
-
-
-def test_update_probe_compares_the_same_function_with_every_tanh_replaced():
-    # the probe's second row must be the agent with the same weights and the same activation function, computed
-    # another way: every nn.Tanh replaced, the original agent left as it was
-    import torch
-    import update_probe
-
-    agent = update_probe.Agent(17, 6)
-    other = update_probe.with_sigmoid_tanh(agent)
-    assert [isinstance(m, torch.nn.Tanh) for m in agent.modules()].count(True) == 4
-    assert not any(isinstance(m, torch.nn.Tanh) for m in other.modules())
-    x = torch.randn(512, 17) * 3
-    assert torch.allclose(other.actor_mean(x), agent.actor_mean(x), atol=1e-6)
-    assert torch.allclose(other.get_value(x), agent.get_value(x), atol=1e-6)
-    z = torch.linspace(-12, 12, 10001)
-    assert (update_probe.TanhViaSigmoid()(z) - torch.tanh(z)).abs().max() < 3e-7
-
-
-def test_update_probe_times_critics_of_the_widths_asked_for_beside_the_scripts_agent():
-    import update_probe
-
-    agents = update_probe.probe_agents([128, 256])
-    assert list(agents) == ["nn.Tanh (the scripts)", "2 * sigmoid(2x) - 1", "a 128-wide critic", "a 256-wide critic"]
-    assert agents["nn.Tanh (the scripts)"].critic[2].weight.shape == (64, 64)
-    for width in (128, 256):
-        agent = agents[f"a {width}-wide critic"]
-        assert agent.critic[2].weight.shape == (width, width) and agent.actor_mean[2].weight.shape == (64, 64)
-
-
-def minibatch_sizes_seen(agent):
-    """A list that fills with the size of every minibatch agent.evaluate is called on."""
-    sizes = []
-    agent.evaluate = lambda obs, actions, evaluate=agent.evaluate: sizes.append(len(obs)) or evaluate(obs, actions)
-    return sizes
-
-
-def test_probes_update_with_the_scripts_default_minibatches_and_learning_rate():
-    # the probes time "the scripts' update": a changed default must change what they time, not leave them on the old one
-    import torch
-    import overlap_probe
-    from ppo_continuous import Args
-
-    defaults = Args()
-    agent = overlap_probe.Agent(17, 6)
-    optimizer = torch.optim.Adam(agent.parameters())
-    sizes = minibatch_sizes_seen(agent)
-    n = defaults.num_envs * defaults.num_steps
-    overlap_probe.ppo_epochs(agent, optimizer, torch.randn(n, 17), torch.rand(n, 6) * 2 - 1, torch.randn(n) - 8, *torch.randn(3, n))
-    assert sizes == [n // defaults.num_minibatches] * (defaults.num_minibatches * defaults.update_epochs)
-    assert overlap_probe.LEARNING_RATE == defaults.learning_rate
-
-
-def test_update_probe_layouts_run_the_epochs_and_minibatches_asked_for():
-    import argparse
-    import torch
-    import overlap_probe
-    import update_probe
-
-    assert update_probe.parse_layout("15x2") == (15, 2)
-    for bad in ("15", "0x4", "15x0", "15x3", "ax2", "15x2x1"):
-        with pytest.raises(argparse.ArgumentTypeError, match="EPOCHSxMINIBATCHES"):
-            update_probe.parse_layout(bad)
-    agent = overlap_probe.Agent(17, 6)
-    sizes = minibatch_sizes_seen(agent)
-    n = 2048
-    overlap_probe.ppo_epochs(agent, torch.optim.Adam(agent.parameters()), torch.randn(n, 17), torch.rand(n, 6) * 2 - 1,
-                             torch.randn(n) - 8, *torch.randn(3, n), epochs=3, minibatch=n // 2)
-    assert sizes == [n // 2] * 6
-
-
-def test_policy_cost_probe_separates_the_encoder_from_the_behaviour(finished_runs, monkeypatch, capsys):
-    # rows 1 and 2 must take the same actions (the encoder's output is discarded), row 3 the world-model agent's own
-    import policy_cost_probe
-
-    monkeypatch.setattr(sys, "argv", ["policy_cost_probe.py", str(finished_runs["ppo_continuous"] / "checkpoint.pt"),
-                                      str(finished_runs["ppo_wm"] / "checkpoint.pt"), "--steps", "20", "--rounds", "1"])
-    policy_cost_probe.main()
-    out = capsys.readouterr().out
-    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "rollout" not in line]
-    checksums = [float(row[4]) for row in rows]
-    assert len(rows) == 5 and checksums[0] == checksums[1] != checksums[2]
-    # the physics-only replays step through exactly the actions of the two agents' rollouts
-    assert checksums[3] == checksums[0] and checksums[4] == checksums[2]
-    stats = re.findall(r"(ppo(?:_wm)? agent): ([0-9.]+) contacts per env step, (\d+) episodes ended", out)
-    assert [name for name, _, _ in stats] == ["ppo agent", "ppo_wm agent"]
-    # a checkpoint of the wrong script is a one-line error
-    monkeypatch.setattr(sys, "argv", ["policy_cost_probe.py", str(finished_runs["ppo_wm"] / "checkpoint.pt"), str(finished_runs["ppo_wm"] / "checkpoint.pt")])
-    with pytest.raises(SystemExit, match="written by ppo_wm.py, not ppo_continuous.py"):
-        policy_cost_probe.main()
-
-
-def test_wm_cost_probe_runs_the_scripts_world_model_process(monkeypatch, capsys):
-    # the probe drives ppo_wm.py's own world_model_process: a change of its signature must show here, not in a benchmark
-    import wm_cost_probe
-
-    monkeypatch.setattr(sys, "argv", ["wm_cost_probe.py", "--repeats", "1"])
-    wm_cost_probe.main()
-    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "piece" not in line}
-    assert len(rows) == 11 and all(ms > 0 for ms in rows.values())
-    assert "PPO update (49-wide) with the world-model update in a child process (ppo_wm)" in rows
-
-
-BUSY = ("import sys, time\n"
-        "stamps, start = [], time.process_time()\n"
-        "while time.process_time() - start < float(sys.argv[1]):  # a fixed amount of CPU work, however often it is stopped\n"
-        "    stamps.append(time.monotonic())\n"
-        "    sum(range(2000))\n"
-        "open(sys.argv[2], 'w').write('\\n'.join(map(repr, stamps)))\n")
+BUSY = (
+    "import sys, time\n"
+    "stamps, start = [], time.process_time()\n"
+    "while time.process_time() - start < float(sys.argv[1]):  # a fixed amount of CPU work, however often it is stopped\n"
+    "    stamps.append(time.monotonic())\n"
+    "    sum(range(2000))\n"
+    "open(sys.argv[2], 'w').write('\\n'.join(map(repr, stamps)))\n"
+)
 
 
 def test_take_turns_runs_one_process_at_a_time_and_times_only_its_turns(tmp_path):
     import speed
 
     start = time.monotonic()
-    results = speed.take_turns([[sys.executable, "-c", BUSY, "0.6", str(tmp_path / "a")],
-                                [sys.executable, "-c", BUSY, "1.2", str(tmp_path / "b")]], [0.2, 0.2])
+    results = speed.take_turns(
+        [
+            [sys.executable, "-c", BUSY, "0.6", str(tmp_path / "a")],
+            [sys.executable, "-c", BUSY, "1.2", str(tmp_path / "b")],
+        ],
+        [0.2, 0.2],
+    )
     wall = time.monotonic() - start
     assert [r["code"] for r in results] == [0, 0]
     # run together they would interleave their time stamps thousands of times; in turns, once per turn
-    stamps = sorted([(float(t), "a") for t in (tmp_path / "a").read_text().split()] + [(float(t), "b") for t in (tmp_path / "b").read_text().split()])
+    stamps = sorted(
+        [(float(t), "a") for t in (tmp_path / "a").read_text().split()]
+        + [(float(t), "b") for t in (tmp_path / "b").read_text().split()]
+    )
     switches = sum(1 for (_, x), (_, y) in zip(stamps, stamps[1:]) if x != y)
     assert len(stamps) > 1000 and 3 <= switches <= wall / 0.2 + 2
     # a turn's time is at least the CPU time spent in it, and stopped time is not counted: together they fit in the wall time
     assert results[0]["active"] >= 0.6 and results[1]["active"] >= 1.2
     assert results[0]["active"] + results[1]["active"] <= wall
-    assert results[1]["active"] > 1.5 * results[0]["active"] - 0.5  # twice the work, about twice the time (start-up aside)
+    assert (
+        results[1]["active"] > 1.5 * results[0]["active"] - 0.5
+    )  # twice the work, about twice the time (start-up aside)
 
 
-COUNTER = ("import mmap, sys, time\n"
-           "t = time.process_time()\n"
-           "while time.process_time() - t < 0.5:  # start-up, as making envs: no turn that includes it counts\n"
-           "    pass\n"
-           "f = open(sys.argv[1], 'r+b')\n"
-           "count = memoryview(mmap.mmap(f.fileno(), 8)).cast('q')\n"
-           "while True:\n"
-           "    t = time.monotonic()\n"
-           "    while time.monotonic() - t < 0.001:  # about 1000 counts per second it runs\n"
-           "        pass\n"
-           "    count[0] += 1\n")
+COUNTER = (
+    "import mmap, sys, time\n"
+    "t = time.process_time()\n"
+    "while time.process_time() - t < 0.5:  # start-up, as making envs: no turn that includes it counts\n"
+    "    pass\n"
+    "f = open(sys.argv[1], 'r+b')\n"
+    "count = memoryview(mmap.mmap(f.fileno(), 8)).cast('q')\n"
+    "while True:\n"
+    "    t = time.monotonic()\n"
+    "    while time.monotonic() - t < 0.001:  # about 1000 counts per second it runs\n"
+    "        pass\n"
+    "    count[0] += 1\n"
+)
 
 
 def test_take_turns_rates_the_counter_process_by_its_own_turns_and_ends_it(tmp_path):
@@ -429,8 +437,12 @@ def test_take_turns_rates_the_counter_process_by_its_own_turns_and_ends_it(tmp_p
 
     counter_path = tmp_path / "count"
     counter_path.write_bytes(bytes(8))
-    results = speed.take_turns([[sys.executable, "-c", BUSY, "1.0", str(tmp_path / "a")], [sys.executable, "-c", COUNTER, str(counter_path)]],
-                               [0.2, 0.2], counter_index=1, counter_path=str(counter_path))
+    results = speed.take_turns(
+        [[sys.executable, "-c", BUSY, "1.0", str(tmp_path / "a")], [sys.executable, "-c", COUNTER, str(counter_path)]],
+        [0.2, 0.2],
+        counter_index=1,
+        counter_path=str(counter_path),
+    )
     assert results[0]["code"] == 0 and results[1]["code"] is None  # killed once the other was done
     # counted over the turns it counted in: about 1000 per second (about 500 if the other's turns were counted too,
     # about 600 with its start-up)
@@ -442,7 +454,10 @@ def test_take_turns_rates_the_counter_process_by_its_own_turns_and_ends_it(tmp_p
 def test_take_turns_stops_at_a_failing_command_and_leaves_no_process(tmp_path):
     import speed
 
-    results = speed.take_turns([[sys.executable, "-c", BUSY, "30", str(tmp_path / "a")], [sys.executable, "-c", "import sys; sys.exit(3)"]], [0.2, 0.2])
+    results = speed.take_turns(
+        [[sys.executable, "-c", BUSY, "30", str(tmp_path / "a")], [sys.executable, "-c", "import sys; sys.exit(3)"]],
+        [0.2, 0.2],
+    )
     assert results[1]["code"] == 3 and results[0]["code"] is None and results[0]["active"] < 5
     with pytest.raises(ProcessLookupError):  # killed and reaped, not left stopped
         os.kill(results[0]["pid"], 0)
@@ -452,14 +467,16 @@ def test_take_turns_counts_the_memory_of_child_processes():
     # a parent forks a child holding 200 MB for 2 s and then holds 100 MB itself: the tree's peak is their sum
     import speed
 
-    script = ("import os, time\n"
-              "if os.fork() == 0:\n"
-              "    block = bytearray(200 * 2**20)\n"
-              "    time.sleep(2)\n"
-              "    os._exit(0)\n"
-              "held = bytearray(100 * 2**20)\n"
-              "os.wait()\n"
-              "print('done')\n")
+    script = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    block = bytearray(200 * 2**20)\n"
+        "    time.sleep(2)\n"
+        "    os._exit(0)\n"
+        "held = bytearray(100 * 2**20)\n"
+        "os.wait()\n"
+        "print('done')\n"
+    )
     (result,) = speed.take_turns([[sys.executable, "-c", script]], [0.3])  # read after every turn
     assert result["out"].strip() == "done" and result["active"] >= 2
     assert result["memory"] > 300  # both processes: the parent alone is ~110 MB, the larger one alone ~210
@@ -480,16 +497,37 @@ def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monke
     import speed
 
     out = tmp_path / "speed.md"
-    monkeypatch.setattr(sys, "argv", ["speed.py", "--steps", "2048", "--scripts", "ppo_continuous", "ppo_wm", "--slice", "0.5", "--raw-slice", "0.3",
-                                      "--extra", "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0", "--out", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "speed.py",
+            "--steps",
+            "2048",
+            "--scripts",
+            "ppo_continuous",
+            "ppo_wm",
+            "--slice",
+            "0.5",
+            "--raw-slice",
+            "0.3",
+            "--extra",
+            "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0",
+            "--out",
+            str(out),
+        ],
+    )
     speed.main()
     report = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in report.splitlines() if line.startswith("| ppo")}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in report.splitlines()
+        if line.startswith("| ppo")
+    }
     assert set(rows) == {"ppo_continuous", "ppo_wm"} and rows["ppo_continuous"][2] == "1.00"
     raw = float(re.search(r"per repeat: ([\d,]+) steps/s", report).group(1).replace(",", ""))
     for sps, x_raw, *_ in rows.values():  # the x-raw column is the script's rate over the raw rate of the same turns
         assert float(x_raw) == pytest.approx(float(sps.replace(",", "")) / raw, abs=0.006)
-    assert float(rows["ppo_wm"][3]) > float(rows["ppo_continuous"][3])  # memory: the world-model child's private pages count
     assert out.read_text().strip() == report.strip()
 
 
@@ -498,27 +536,67 @@ def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypat
 
     commands = []
     real_take_turns = speed.take_turns
-    monkeypatch.setattr(speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k))
-    monkeypatch.setattr(sys, "argv", ["speed.py", "--steps", "512", "--scripts", "ppo_continuous", "--slice", "0.5", "--raw-slice", "0.3",
-                                      "--extra", "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0",
-                                      "--variant-extra", "--clip-coef 0.3"])
+    monkeypatch.setattr(
+        speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k)
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "speed.py",
+            "--steps",
+            "512",
+            "--scripts",
+            "ppo_continuous",
+            "--slice",
+            "0.5",
+            "--raw-slice",
+            "0.3",
+            "--extra",
+            "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0",
+            "--variant-extra",
+            "--clip-coef 0.3",
+        ],
+    )
     speed.main()
     report = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in report.splitlines() if line.startswith("| ppo")}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in report.splitlines()
+        if line.startswith("| ppo")
+    }
     assert list(rows) == ["ppo_continuous", "ppo_continuous --clip-coef 0.3"] and rows["ppo_continuous"][2] == "1.00"
     assert "each script also with `--clip-coef 0.3`" in report
     scripts = [c for c in commands if c[1] != "-c"]
-    assert [c[-2:] == ["--clip-coef", "0.3"] for c in scripts] == [False, True]  # only the variant gets the flags, after --extra's
+    assert ["--clip-coef" in c for c in scripts] == [False, True]  # only the variant gets the flags, after --extra's
+    assert scripts[1].index("--clip-coef") > scripts[1].index("--update-epochs")
     assert all("--update-epochs" in c for c in scripts)
 
 
 def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
     import speed
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "speed.py"), "--steps", "100000", "--scripts", "ppo_continuous", "ppo_wm",
-                             "--slice", "0.3", "--raw-slice", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmark" / "speed.py"),
+            "--steps",
+            "100000",
+            "--scripts",
+            "ppo_continuous",
+            "ppo_wm",
+            "--slice",
+            "0.3",
+            "--raw-slice",
+            "0.2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
-    while len(tree := speed.process_tree(proc.pid)) < 5 and time.monotonic() < deadline:  # speed.py, the two scripts, ppo_wm's child, raw
+    while (
+        len(tree := speed.process_tree(proc.pid)) < 5 and time.monotonic() < deadline
+    ):  # speed.py, the two scripts, ppo_wm's child, raw
         time.sleep(0.2)
     assert len(tree) >= 5
     proc.send_signal(signal.SIGTERM)
@@ -530,7 +608,7 @@ def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
     assert left == []  # none left behind, stopped or running
 
 
-FAKE_CLEANRL = '''import sys, types
+FAKE_CLEANRL = """import sys, types
 import numpy as np
 def TransformObservation(env, func, observation_space):  # gymnasium 1.x: the space has no default
     return env
@@ -546,7 +624,7 @@ if seed == 3:
 for i in range(150):
     print(f"global_step={i}, episodic_return={(i if i >= 50 else -1000.0) + seed}")
     print(f"SPS: {1000 + i}")
-'''
+"""
 
 
 def test_cleanrl_reference_ports_the_script_scores_the_last_100_episodes_and_keeps_failed_runs_out(tmp_path, capsys):
@@ -560,18 +638,27 @@ def test_cleanrl_reference_ports_the_script_scores_the_last_100_episodes_and_kee
     # seeds 1 and 2: the last 100 returns are 50..149 + seed, the 51 earlier ones are left out
     assert "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 |" in captured.out
     assert "Hopper-v4 seed 3 failed (exit 2" in captured.err
-    assert sorted(p.name for p in out.glob("Hopper-v4__*")) == ["Hopper-v4__1.log", "Hopper-v4__2.log", "Hopper-v4__3.log.partial"]
+    assert sorted(p.name for p in out.glob("Hopper-v4__*")) == [
+        "Hopper-v4__1.log",
+        "Hopper-v4__2.log",
+        "Hopper-v4__3.log.partial",
+    ]
     # the same command runs only what has not finished; --against puts our finished runs of those seeds beside them
     pool = tmp_path / "pool"
     for seed, last_step, score in [(1, 999424, 200.0), (2, 999424, 101.0), (3, 499712, 5000.0), (9, 999424, 5000.0)]:
         run_dir = pool / f"Hopper-v4__ppo_continuous__{seed}__0"
         run_dir.mkdir(parents=True)
-        (run_dir / "config.json").write_text(json.dumps({"exp_name": "ppo_continuous", "env_id": "Hopper-v4", "seed": seed, "batch_size": 2048}))
+        (run_dir / "config.json").write_text(
+            json.dumps({"exp_name": "ppo_continuous", "env_id": "Hopper-v4", "seed": seed, "batch_size": 2048})
+        )
         (run_dir / "progress.csv").write_text(f"global_step,return_last100\n2048,1.0\n{last_step},{score}\n")
     assert cleanrl_reference.main([*argv, "--against", str(pool)]) == 1
     assert sorted((out / "calls.txt").read_text().split()) == ["1", "2", "3", "3"]
     # seed 3 of ours stopped short and seed 9 was not asked for; P(ours > CleanRL) over the 4 pairs: 200 beats both, 101 one
-    assert "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 | 1 2 | 200, 101 | 150 ± 70 | 0.75 [" in capsys.readouterr().out
+    assert (
+        "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 | 1 2 | 200, 101 | 150 ± 70 | 0.75 ["
+        in capsys.readouterr().out
+    )
     # a pool with two finished runs of one seed is refused before anything runs
     twin = pool / "Hopper-v4__ppo_continuous__1__1"
     twin.mkdir()
@@ -592,16 +679,35 @@ def test_cleanrl_reference_refuses_a_missing_or_unknown_script(tmp_path):
     with pytest.raises(SystemExit, match="not the CleanRL version measured"):
         cleanrl_reference.main(["--script", str(other), "--out-dir", str(tmp_path / "out")])
     with pytest.raises(SystemExit):  # argparse's error: exit 2 before anything runs
-        cleanrl_reference.main(["--script", str(other), "--out-dir", str(tmp_path / "out"), "--against", str(tmp_path / "no-pool")])
+        cleanrl_reference.main(
+            ["--script", str(other), "--out-dir", str(tmp_path / "out"), "--against", str(tmp_path / "no-pool")]
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_a_stopped_cleanrl_reference_leaves_no_run_and_no_finished_log(tmp_path):
     script, out = tmp_path / "ppo_continuous_action.py", tmp_path / "out"
-    script.write_text(FAKE_CLEANRL.replace('print("global_step=1', 'import time; time.sleep(600)  # a long run\nprint("global_step=1'))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "cleanrl_reference.py"), "--script", str(script), "--out-dir", str(out),
-                             "--seeds", "1", "2", "3"], stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as when started with &
+    script.write_text(
+        FAKE_CLEANRL.replace('print("global_step=1', 'import time; time.sleep(600)  # a long run\nprint("global_step=1')
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmark" / "cleanrl_reference.py"),
+            "--script",
+            str(script),
+            "--out-dir",
+            str(out),
+            "--seeds",
+            "1",
+            "2",
+            "3",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # as when started with &
     import speed
 
     try:

@@ -1,4 +1,5 @@
 """Checkpoints: exact restore, resume in place, atomic writes, SIGTERM, no pickled objects."""
+
 import os
 import signal
 import subprocess
@@ -35,7 +36,10 @@ def build_parts(name, ckpt):
     obs_dim, act_dim = ckpt["normalizer"]["obs_rms"]["mean"].shape[0], ckpt["agent"]["actor_logstd"].shape[1]
     z = args.get("z_dim", 0)
     agent = mod.Agent(obs_dim + z, act_dim)
-    parts = {"agent": agent, "optimizer": torch.optim.Adam(agent.parameters(), lr=args["learning_rate"], eps=1e-5, fused=True)}
+    parts = {
+        "agent": agent,
+        "optimizer": torch.optim.Adam(agent.parameters(), lr=args["learning_rate"], eps=1e-5, fused=True),
+    }
     if name != "ppo_continuous":
         parts["encoder"], parts["dynamics"] = mod.Encoder(obs_dim, z), mod.Dynamics(z, act_dim, obs_dim)
         wm_params = list(parts["encoder"].parameters()) + list(parts["dynamics"].parameters())
@@ -47,29 +51,31 @@ def build_parts(name, ckpt):
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_restore_state_is_exact_tensor_by_tensor(name, finished_runs):
+def test_restore_state_is_exact_tensor_by_tensor(name, finished_runs, tmp_path):
     mod = script(name)
     ckpt = mod.load_checkpoint(str(finished_runs[name] / "checkpoint.pt"))
     assert ckpt["optimizer"]["state"]  # Adam moments are in the checkpoint
     torch.manual_seed(12345)  # a different RNG state, which restore must overwrite
     parts = build_parts(name, ckpt)
     counters = mod.restore_state(ckpt, parts)
-    again = mod.checkpoint_state(mod.Args(**ckpt["args"]), parts, counters)
-    assert_same(again, ckpt)  # networks, optimizer moments, normalizer, world model, counters, RNG, args
+    mod.save_checkpoint(str(tmp_path / "again.pt"), mod.Args(**ckpt["args"]), parts, counters)
+    assert_same(
+        torch.load(tmp_path / "again.pt", weights_only=True), ckpt
+    )  # networks, optimizer moments, normalizer, world model, counters, RNG, args
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, monkeypatch):
     mod = script(name)
     full = read_progress(finished_runs[name])
-    real_save = mod.save_atomic
+    real_save = mod.save_checkpoint
 
-    def die_before_last_checkpoint(state, path):
-        if path.endswith("checkpoint.pt") and state["counters"]["iteration"] == 3:
+    def die_before_last_checkpoint(path, args, parts, counters):
+        if path.endswith("checkpoint.pt") and counters["iteration"] == 3:
             raise KeyboardInterrupt("killed after logging iteration 3, before checkpointing it")
-        real_save(state, path)
+        real_save(path, args, parts, counters)
 
-    monkeypatch.setattr(mod, "save_atomic", die_before_last_checkpoint)
+    monkeypatch.setattr(mod, "save_checkpoint", die_before_last_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train(name, tmp_path, "--total-timesteps", 3 * BATCH, "--checkpoint-interval", 2)
     monkeypatch.undo()
@@ -87,7 +93,7 @@ def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, mo
     untimed = lambda rs: [{k: v for k, v in r.items() if k not in mod.TIMING_COLUMNS} for r in rs]  # noqa: E731
     assert untimed(rows[:2]) == untimed(full[:2])  # identical to an unbroken run up to the checkpoint
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in full]  # the schedule continues
-    assert [s for s, _ in tb_scalars(run_dir)["charts/SPS"]] == [BATCH, 2 * BATCH, 3 * BATCH]  # TensorBoard too
+    assert [s for s, _ in tb_scalars(run_dir)["charts/sps"]] == [BATCH, 2 * BATCH, 3 * BATCH]  # TensorBoard too
     final = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert final["counters"]["iteration"] == 3 and final["counters"]["eval_seed"] == first_ckpt["counters"]["eval_seed"]
     # the optimizer continued from its saved moments: Adam's step count went on from the checkpoint's
@@ -104,7 +110,7 @@ def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, mo
 def test_atomic_checkpoint_write_survives_a_crash(tmp_path, monkeypatch):
     mod = script("ppo_continuous")
     path = tmp_path / "checkpoint.pt"
-    mod.save_atomic({"x": torch.arange(3)}, str(path))
+    mod.save_checkpoint(str(path), mod.Args(), {}, {"iteration": 3})
 
     def crashing_save(obj, f):
         f.write(b"half a checkpoint")
@@ -112,9 +118,9 @@ def test_atomic_checkpoint_write_survives_a_crash(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        mod.save_atomic({"x": torch.arange(5)}, str(path))
+        mod.save_checkpoint(str(path), mod.Args(), {}, {"iteration": 4})
     monkeypatch.undo()
-    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))
+    assert torch.load(path, weights_only=True)["counters"] == {"iteration": 3}
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
@@ -127,8 +133,19 @@ def test_checkpoints_hold_no_pickled_objects(finished_runs):
 
 def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
     runs = tmp_path / "runs"
-    cmd = [sys.executable, str(ROOT / "ppo_continuous.py"), *TINY, "--runs-dir", str(runs), "--total-timesteps", str(400 * BATCH),
-           "--checkpoint-interval", "1000", "--eval-interval", "0"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "ppo_continuous.py"),
+        *TINY,
+        "--runs-dir",
+        str(runs),
+        "--total-timesteps",
+        str(400 * BATCH),
+        "--checkpoint-interval",
+        "1000",
+        "--eval-interval",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_progress_rows(runs, 2)
     proc.send_signal(signal.SIGTERM)
@@ -141,23 +158,34 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
     assert 2 <= ckpt["counters"]["iteration"] < 400 and int(rows[-1]["iteration"]) == ckpt["counters"]["iteration"]
 
 
-def test_ctrl_c_to_the_process_group_checkpoints_the_world_model_process_too(tmp_path):
-    # Ctrl-C (and Slurm's SIGTERM) reach every process of the group, the world-model process too: it must carry on until
-    # the trainer has finished its iteration and fetched the world model's optimizer state for the checkpoint, then exit
+def test_ctrl_c_to_the_process_group_checkpoints_the_world_model_and_leaves_no_process(tmp_path):
+    # Ctrl-C (and Slurm's SIGTERM) reach every process of the group: the run finishes its iteration, checkpoints the
+    # world model with the rest, and exits without leaving any process behind
     runs = tmp_path / "runs"
-    cmd = [sys.executable, str(ROOT / "ppo_wm_aux.py"), *TINY, "--runs-dir", str(runs), "--total-timesteps", str(400 * BATCH),
-           "--checkpoint-interval", "1000", "--eval-interval", "0"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "ppo_wm_aux.py"),
+        *TINY,
+        "--runs-dir",
+        str(runs),
+        "--total-timesteps",
+        str(400 * BATCH),
+        "--checkpoint-interval",
+        "1000",
+        "--eval-interval",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_progress_rows(runs, 2)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT, err
-    assert live_processes_of_group(proc.pid) == []  # the world-model process (and multiprocessing's helper) exited too
+    assert live_processes_of_group(proc.pid) == []
     (run_dir,) = runs.iterdir()
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     iterations = ckpt["counters"]["iteration"]
     assert 2 <= iterations < 400 and int(read_progress(run_dir)[-1]["iteration"]) == iterations
-    # the optimizer state is the child's, current to the last iteration: 2 epochs x 4 minibatches of Adam steps per iteration
+    # the world model's optimizer state is current to the last iteration: 2 epochs x 4 minibatches of Adam steps each
     steps = {float(state["step"]) for state in ckpt["wm_optimizer"]["state"].values()}
     assert steps == {8.0 * iterations}
 
@@ -187,3 +215,16 @@ def wait_for_progress_rows(runs, rows, timeout=120):
         if progress and len(progress[0].read_text().splitlines()) >= rows + 1:  # + the header
             return
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "flag", [["--learning-rate", "1e-3"], ["--no-anneal-lr"], ["--env-id=Hopper-v4"], ["--seed", "1"]]
+)
+def test_resume_refuses_flags_it_would_ignore(flag, tmp_path, capsys, finished_runs):
+    # a resumed run trains with the flags it was started with: any other flag is an error, not silently dropped
+    run_dir = finished_runs["ppo_wm"]
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    assert script("ppo_wm").main(["--resume", str(run_dir), "--total-timesteps", str(4 * BATCH), *flag]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "only --total-timesteps may change, not " + flag[0].split("=")[0] in err[0], err
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # nothing written

@@ -1,4 +1,5 @@
 """Vector env stepping on gymnasium 1.x: no dummy transitions and the true final observation of ended episodes."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium as gym

@@ -15,7 +15,9 @@ def test_gae_matches_hand_computation_with_termination_and_truncation(name):
     next_values = torch.tensor([[0.6], [99.0], [10.0], [0.9]])
     terminations = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
     dones = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
-    adv, ret = script(name).compute_gae(rewards, values, next_values, terminations, dones, gamma, lam)
+    adv, ret = script(name).compute_gae(
+        rewards, values, next_values, terminations, dones, script(name).Args(gamma=gamma, gae_lambda=lam)
+    )
 
     d3 = 4.0 + gamma * 0.9 - 0.8
     d2 = 3.0 + gamma * 10.0 - 0.7  # truncation: bootstrap from the final observation's value
@@ -35,7 +37,14 @@ def test_gae_is_independent_per_env():
     r, v, nv = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 3)
     term = (torch.rand(6, 3) < 0.2).float()
     done = torch.maximum(term, (torch.rand(6, 3) < 0.2).float())
-    adv, _ = mod.compute_gae(r, v, nv, term, done, 0.99, 0.95)
+    adv, _ = mod.compute_gae(r, v, nv, term, done, mod.Args(gamma=0.99, gae_lambda=0.95))
     for e in range(3):
-        adv_e, _ = mod.compute_gae(r[:, e : e + 1], v[:, e : e + 1], nv[:, e : e + 1], term[:, e : e + 1], done[:, e : e + 1], 0.99, 0.95)
+        adv_e, _ = mod.compute_gae(
+            r[:, e : e + 1],
+            v[:, e : e + 1],
+            nv[:, e : e + 1],
+            term[:, e : e + 1],
+            done[:, e : e + 1],
+            mod.Args(gamma=0.99, gae_lambda=0.95),
+        )
         torch.testing.assert_close(adv[:, e], adv_e[:, 0])

@@ -1,5 +1,6 @@
 """One short learning run per script on an easy task. Fails when the algorithm is broken (for example with the sign
 of the advantage flipped, the return stays at a random policy's ~10)."""
+
 import pytest
 
 from conftest import SCRIPTS, read_progress, script
@@ -8,8 +9,20 @@ from conftest import SCRIPTS, read_progress, script
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_learns_inverted_pendulum(name, tmp_path):
     runs = tmp_path / "runs"
-    rc = script(name).main(["--env-id", "InvertedPendulum-v4", "--total-timesteps", "61440", "--runs-dir", str(runs),
-                            "--eval-interval", "1000", "--eval-episodes", "5", "--status-interval", "1000"])
+    rc = script(name).main(
+        [
+            "--env-id",
+            "InvertedPendulum-v4",
+            "--total-timesteps",
+            "61440",
+            "--runs-dir",
+            str(runs),
+            "--eval-interval",
+            "1000",
+            "--eval-episodes",
+            "5",
+        ]
+    )
     assert rc == 0
     (run_dir,) = runs.iterdir()
     rows = read_progress(run_dir)

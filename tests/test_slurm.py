@@ -1,5 +1,6 @@
 """The runner's --slurm path on a real single-node Slurm cluster. .ci/run starts one (benchmark/slurm/local_cluster.sh)
 and sets LIGHTWORLD_SLURM=1; without it this test is skipped, and with it a missing cluster is a failure."""
+
 import csv
 import os
 import re
@@ -15,14 +16,31 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmark"))
 import runner  # noqa: E402
 
-pytestmark = pytest.mark.skipif(os.environ.get("LIGHTWORLD_SLURM") != "1", reason="needs a Slurm cluster: run by .ci/run")
-TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0 --status-interval 1000"
+pytestmark = pytest.mark.skipif(
+    os.environ.get("LIGHTWORLD_SLURM") != "1", reason="needs a Slurm cluster: run by .ci/run"
+)
+TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
 
 
 def test_slurm_job_array_runs_every_run_and_aggregates(tmp_path, capsys):
     assert shutil.which("sbatch"), "sbatch not found: start the cluster with benchmark/slurm/local_cluster.sh"
-    common = ["--experiment", "E1", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "--total-timesteps", "256", "--extra", TINY_EXTRA,
-              "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    common = [
+        "--experiment",
+        "E1",
+        "--env-ids",
+        "Hopper-v4",
+        "--seeds",
+        "1",
+        "2",
+        "--total-timesteps",
+        "256",
+        "--extra",
+        TINY_EXTRA,
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+    ]
     assert runner.main([*common, "--slurm", "--slurm-max-running", "2"]) == 0
     out = capsys.readouterr().out
     job = re.search(r"submitted job array (\d+) with 6 runs", out).group(1)
