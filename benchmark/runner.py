@@ -4,6 +4,10 @@
     python benchmark/runner.py --experiment E3 --seeds 1 2 3 --total-timesteps 300000 --workers 2
     python benchmark/runner.py --experiment E1 --dry-run           # print the commands only
     python benchmark/runner.py --experiment E1 --slurm --slurm-max-running 20   # submit a job array instead
+    python benchmark/runner.py --experiment mine --variants ppo_wm "mine=my_wm.py --z-dim 16" --seeds 11 12 13
+
+A variant is a name below (VARIANTS) or NAME=SCRIPT [FLAGS...]: a researcher's own script (a copy of one of ours) with
+its flags; a name that is not a built-in experiment makes a new one from the variants given, the first the baseline.
 
 Runs live in one pool, <runs-root>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
 --exp-name set to the variant), so experiments share runs of the same configuration: E2's z_dim 32 and E3's alpha 0.01
@@ -20,7 +24,7 @@ import argparse
 import csv
 import dataclasses
 import glob
-import importlib
+import importlib.util
 import json
 import os
 import shlex
@@ -53,6 +57,22 @@ EXPERIMENTS = {
 }
 
 
+def parse_variant(spec):
+    """(name, script path, flags) of a command-line variant: a name in VARIANTS, or NAME=SCRIPT [FLAGS ...]."""
+    if "=" not in spec.split(" ")[0]:
+        if spec not in VARIANTS:
+            raise ValueError(f"unknown variant {spec!r}: name one of {', '.join(VARIANTS)} or give NAME=SCRIPT [FLAGS]")
+        script, flags = VARIANTS[spec]
+        return spec, os.path.join(ROOT, f"{script}.py"), flags
+    name, rest = spec.split("=", 1)
+    script, *flags = shlex.split(rest) or [""]
+    if not name.replace("_", "").replace("-", "").replace(".", "").isalnum() or name in VARIANTS:
+        raise ValueError(f"variant name {name!r}: use letters, digits, _ - . and not a built-in name")
+    if not (script.endswith(".py") and os.path.isfile(script)):
+        raise ValueError(f"variant {name}: {script!r} is not a Python script here")
+    return name, os.path.abspath(script), flags
+
+
 def pool_name(variant, extra):
     """The pool directory of a variant: runs with extra flags are another configuration, never E1's finished runs.
     --num-env-threads does not change results (tested), so it does not make a new configuration."""
@@ -65,17 +85,16 @@ def pool_name(variant, extra):
 
 
 def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, variants=None):
-    """One dict per run: what to execute and where its outputs go."""
-    all_variants, default_tasks = EXPERIMENTS[experiment]
-    variants = variants or all_variants
+    """One dict per run: what to execute and where its outputs go. variants: names or NAME=SCRIPT [FLAGS] specs."""
+    all_variants, default_tasks = EXPERIMENTS.get(experiment, (None, TASKS))
     runs = []
     for seed in seeds:  # seed-major: a budget cut short still leaves every configuration with the same seeds
         for env_id in env_ids or default_tasks:
-            for name in variants:
-                script, flags = VARIANTS[name]
+            for spec in variants or all_variants:
+                name, script, flags = parse_variant(spec)
                 variant = pool_name(name, extra)
                 runs_dir = os.path.join(runs_root, variant)
-                base = [python, os.path.join(ROOT, f"{script}.py")]
+                base = [python, script]
                 fresh = base + [
                     "--env-id",
                     env_id,
@@ -143,11 +162,16 @@ class StaleRun(Exception):
 
 def expected_config(run):
     """The config.json keys a fresh run of this command would write, from the script's own Args and the flags."""
-    key = tuple(run["fresh"][1:])
+    key = (os.stat(run["script"]).st_mtime_ns, *run["fresh"][1:])  # an edited script is read again
     if key not in _expected_configs:
         if ROOT not in sys.path:
-            sys.path.insert(0, ROOT)
-        args = tyro.cli(importlib.import_module(run["script"]).Args, args=run["fresh"][2:])
+            sys.path.insert(0, ROOT)  # a copied script imports wm_common
+        module_name = f"_variant_{abs(hash(key[:2]))}"
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module_name, run["script"])
+            sys.modules[module_name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[module_name])
+        args = tyro.cli(sys.modules[module_name].Args, args=run["fresh"][2:])
         _expected_configs[key] = json.loads(json.dumps(dataclasses.asdict(args)))
     return _expected_configs[key]
 
@@ -156,16 +180,32 @@ def check_config(run, run_dir, saved):
     for k, v in RETIRED_KEYS.items():
         if saved.get(k, v) != v:
             raise StaleRun(
-                f"{run_dir} was made with {k}={saved[k]!r}, a flag {run['script']}.py no longer has (it runs {k}={v!r}): "
+                f"{run_dir} was made with {k}={saved[k]!r}, a flag {os.path.basename(run['script'])} no longer has (it runs {k}={v!r}): "
                 f"move {run['runs_dir']} aside"
             )
     for k, v in expected_config(run).items():
         made_with = saved.get(k, ADDED_KEYS.get(k))
         if k not in NON_TRAINING_KEYS and made_with != v:
             raise StaleRun(
-                f"{run_dir} was made with {k}={made_with!r} but {run['script']}.py now runs {k}={v!r} (a changed default?): "
+                f"{run_dir} was made with {k}={made_with!r} but {os.path.basename(run['script'])} now runs {k}={v!r} (a changed default?): "
                 f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra"
             )
+
+
+def check_pool(run, write=False):
+    """A pool holds the runs of one script and its flags: variant.json records them, so that another script given
+    the same variant name never reuses its runs."""
+    path, made = os.path.join(run["runs_dir"], "variant.json"), {"script": os.path.relpath(run["script"], ROOT)}
+    if os.path.isfile(path):
+        with open(path) as f:
+            if json.load(f)["script"] != made["script"]:
+                raise StaleRun(
+                    f"{run['runs_dir']} holds runs of another script than {made['script']}: rename the variant"
+                )
+    elif write:
+        os.makedirs(run["runs_dir"], exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(made, f)
 
 
 def run_state(run):
@@ -298,10 +338,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
-    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="E1")
+    parser.add_argument("--experiment", default="E1", help=f"{', '.join(EXPERIMENTS)}, or a new name with --variants")
     parser.add_argument("--env-ids", nargs="+", help="tasks (default: the experiment's)")
     parser.add_argument(
-        "--variants", nargs="+", help="run only these of the experiment's variants, e.g. 'ppo' (default: all)"
+        "--variants",
+        nargs="+",
+        help="variants (names or 'NAME=SCRIPT FLAGS'; the first is the baseline) instead of the experiment's",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--total-timesteps", type=int, default=1_000_000)
@@ -326,11 +368,14 @@ def main(argv=None):
         i = argv.index("--extra")
         argv[i : i + 2] = [f"--extra={argv[i + 1]}"]
     args = parser.parse_args(argv)
-    all_variants = EXPERIMENTS[args.experiment][0]
-    unknown = sorted(set(args.variants or []) - set(all_variants))
-    if unknown:
-        parser.error(f"--variants {' '.join(unknown)} not in {args.experiment}: choose from {' '.join(all_variants)}")
-    variants = [v for v in all_variants if not args.variants or v in args.variants]
+    if args.experiment not in EXPERIMENTS and not args.variants:
+        parser.error(f"--experiment {args.experiment} is not one of {', '.join(EXPERIMENTS)}: give its --variants")
+    all_variants, default_tasks = EXPERIMENTS.get(args.experiment, (None, TASKS))
+    variants = args.variants or all_variants
+    try:
+        names = [parse_variant(v)[0] for v in variants]
+    except ValueError as e:
+        parser.error(str(e))
     if args.workers < 1 or args.total_timesteps < 1 or not args.seeds:
         parser.error("--workers and --total-timesteps must be positive and --seeds non-empty")
 
@@ -342,6 +387,7 @@ def main(argv=None):
     )
     try:
         for r in runs:
+            check_pool(r, write=not args.dry_run)
             run_state(r)
     except StaleRun as e:
         print(f"runner.py: error: {e}", file=sys.stderr)
@@ -363,17 +409,16 @@ def main(argv=None):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import report
 
-        pools = [pool_name(v, extra) for v in variants]
-        name = (
-            args.experiment if variants == all_variants else "+".join([args.experiment, *variants])
-        )  # never overwrite the full report
+        pools = [pool_name(v, extra) for v in names]
+        subset = all_variants is not None and variants != all_variants  # never overwrite the full report
+        name = "+".join([args.experiment, *names]) if subset else args.experiment
         report.write_report(
             [os.path.join(args.runs_root, p) for p in pools],
             os.path.join(args.results_dir, pool_name(name, extra)),
             args.total_timesteps,
             baseline=pools[0],
             title=args.experiment,
-            env_ids=args.env_ids or EXPERIMENTS[args.experiment][1],
+            env_ids=args.env_ids or default_tasks,
             seeds=args.seeds,
         )
     return rc

@@ -77,7 +77,7 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
     # a subset of the variants reports to its own folder and leaves the full report as it was
     assert (
         runner.main(
-            [*common, "--total-timesteps", "256", "--variants", "ppo_wm_aux_alpha0.05", "ppo_wm", "--report-only"]
+            [*common, "--total-timesteps", "256", "--variants", "ppo_wm", "ppo_wm_aux_alpha0.05", "--report-only"]
         )
         == 0
     )
@@ -197,9 +197,11 @@ def test_variants_and_a_single_extra_flag_select_the_runs(tmp_path, capsys):
         "ppo_continuous.py" in line and "--no-clip-vloss" in line and "--exp-name ppo+no-clip-vloss " in line
         for line in lines
     )
+    assert runner.main([*common, "--variants", "ppo_wm_z16"]) == 0  # any built-in variant, here E2's
+    assert all("--z-dim 16" in line for line in capsys.readouterr().out.strip().splitlines())
     with pytest.raises(SystemExit):
-        runner.main([*common, "--variants", "ppo_wm_z16"])  # an E2 variant
-    assert "--variants ppo_wm_z16 not in E1: choose from ppo ppo_wm ppo_wm_aux" in capsys.readouterr().err
+        runner.main([*common, "--variants", "ppo_wm_z12"])
+    assert "unknown variant 'ppo_wm_z12'" in capsys.readouterr().err
 
 
 def test_finished_runs_of_another_config_stop_the_runner(tmp_path, capsys):
@@ -729,3 +731,37 @@ def test_a_stopped_cleanrl_reference_leaves_no_run_and_no_finished_log(tmp_path)
             os.killpg(proc.pid, signal.SIGKILL)
     assert sorted((out / "calls.txt").read_text().split()) == ["1", "2"]  # seed 3 not started
     assert not list(out.glob("*.log"))
+
+
+def test_runner_compares_a_researchers_copied_script_with_the_baseline(tmp_path, capsys, monkeypatch):
+    # a copy of ppo_wm.py with one change (its own default z_dim) runs through the same pools, report and checks
+    mine = tmp_path / "my_wm.py"
+    mine.write_text((ROOT / "ppo_wm.py").read_text().replace("z_dim: int = 32", "z_dim: int = 8"))
+    monkeypatch.chdir(tmp_path)  # the script path is read from where the runner is started
+    common = ["--experiment", "mine", "--variants", "ppo_wm", "mine=my_wm.py --wm-epochs 1", "--env-ids", "Hopper-v4"]
+    common += ["--seeds", "1", "--total-timesteps", "256", "--extra", TINY_EXTRA, "--runs-root", str(tmp_path / "runs")]
+    assert runner.main([*common, "--results-dir", str(tmp_path / "results")]) == 0
+    (mine_run,) = (tmp_path / "runs").glob("mine+*/Hopper-v4__mine+*__1__*")
+    config = json.loads((mine_run / "config.json").read_text())
+    assert config["z_dim"] == 8 and config["wm_epochs"] == 1  # the copy's default and the variant's flag
+    assert len(list(csv.DictReader(open(mine_run / "progress.csv")))) == 2
+    summary = (tmp_path / "results" / runner.pool_name("mine", TINY_EXTRA.split()) / "summary.md").read_text()
+    assert "P(mine+" in summary or "| Hopper-v4 | mine+" in summary
+    capsys.readouterr()
+    assert runner.main([*common, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count(": finished") == 2
+    # a changed default in the copy makes its runs stale, as for the project's scripts
+    mine.write_text((ROOT / "ppo_wm.py").read_text().replace("z_dim: int = 32", "z_dim: int = 4"))
+    assert runner.main([*common, "--dry-run"]) == 2
+    assert "was made with z_dim=8 but my_wm.py now runs z_dim=4" in capsys.readouterr().err
+    # the same variant name for another script never reuses the pool
+    other = tmp_path / "other.py"
+    other.write_text(mine.read_text())
+    assert runner.main([*common[:3], "ppo_wm", "mine=other.py --wm-epochs 1", *common[5:], "--dry-run"]) == 2
+    assert "holds runs of another script than" in capsys.readouterr().err
+    for bad in ("mine=missing.py", "ppo=my_wm.py", "no_such_variant"):
+        with pytest.raises(SystemExit) as e:
+            runner.main(["--experiment", "mine", "--variants", bad, "--dry-run"])
+        assert e.value.code == 2
+    with pytest.raises(SystemExit):  # a new experiment needs its variants
+        runner.main(["--experiment", "mine", "--dry-run"])
