@@ -1,8 +1,8 @@
 """Throughput and memory of the three scripts against the raw physics rate, measured side by side in one session.
 
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
-    python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed-1M.md   # the default budget
-    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out benchmark/results/speed-hopper.md
+    python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed/1M.md   # the default budget
+    python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out /tmp/speed-hopper.md
     python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra="--update-epochs 15"   # each script with a flag
     python benchmark/speed.py --reference ../old-checkout       # each script also as it is in another checkout
     python benchmark/speed.py --pairs                           # the runner's mode: two runs side by side, one per core
@@ -14,7 +14,7 @@ runs at any moment and each has the CPUs to itself (but for other tenants). A sc
 exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time.
 The raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env
 creation. On a shared machine other tenants slow a run unevenly over minutes (1M-step runs made one after the other
-gave ppo_wm 0.72x to 1.14x of ppo_continuous: benchmark/results/speed-1M-sequential.md); in turns of a few seconds
+gave ppo_wm 0.72x to 1.14x of ppo_continuous: benchmark/results/archive/speed+1M+sequential.md); in turns of a few seconds
 every process meets the same machine, so the ratios to the raw rate and to ppo_continuous hold still while the
 absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against itself) shows the noise that is left.
 The ratio to the raw rate is the less robust one: the raw process uses one core and the scripts two, so work of
@@ -27,8 +27,8 @@ every script runs again from the checkout DIR (for example a `git worktree` of a
 "script @reference", and the per-repeat lines give each script's ratio to its reference twin.
 
 Memory: the peak, read after each of a script's turns (while it is stopped, so reading it slows no one), of its
-resident set (RSS) plus the private pages of its child processes (the world-model scripts train the world model in a
-forked child, which shares the rest of its pages with the script). Unlike PSS this does not fall when other processes
+resident set (RSS) plus the private pages of its child processes (with --pairs, of the two runs under one shell; a
+forked child shares the rest of its pages with its parent). Unlike PSS this does not fall when other processes
 map the same libraries, as the scripts running together do.
 
 With --repeats R the round-robin order alternates (A B C, C B A, ...), and repeat r (from 1) runs every script with
