@@ -1,6 +1,7 @@
 # PPO for continuous control on Gymnasium MuJoCo tasks, CleanRL-style, correct on gymnasium 1.x.
 # World-model variant: actor and critic see [normalized obs, z], z from a world model trained online (wm_common.py).
 # One file, read top to bottom. docs/architecture.md walks through it; docs/experiments.md explains the defaults.
+import copy
 import csv
 import dataclasses
 import json
@@ -24,7 +25,7 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from wm_common import Dynamics, Encoder, latent_stats, world_model_loss
+from wm_common import Dynamics, Encoder, ema_update, latent_stats, rollout_windows, world_model_loss
 
 warnings.filterwarnings("ignore", message=".*is out of date")  # the -v4 tasks are the published benchmarks
 
@@ -61,6 +62,9 @@ class Args:
     wm_learning_rate: float = 1e-3  # learning rate of the world model
     wm_epochs: int = 2  # epochs of world-model training on each rollout
     wm_num_minibatches: int = 4  # minibatches per world-model epoch
+    wm_horizon: int = 1  # steps the latent dynamics is unrolled per training window (never across an episode end)
+    wm_reward_weight: float = 0.0  # weight of the reward and termination prediction loss (0: no reward head)
+    wm_target_tau: float = 1.0  # EMA rate of a target encoder for the latent targets (1: the encoder itself)
 
     eval_interval: int = 50  # evaluate the deterministic policy every this many iterations and at the end; 0: never
     eval_episodes: int = 5  # episodes per evaluation (also for --eval-checkpoint)
@@ -97,8 +101,8 @@ def check_args(args):
         raise UsageError("--checkpoint-interval, --video-interval and --snapshot-interval must be at least 1")
     if args.z_dim < 1 or args.wm_epochs < 1 or args.wm_num_minibatches < 1:
         raise UsageError("--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1")
-    if args.batch_size % args.wm_num_minibatches != 0:
-        raise UsageError(f"the batch of {args.batch_size} steps is not divisible by --wm-num-minibatches")
+    if not 1 <= args.wm_horizon <= args.num_steps or not args.wm_reward_weight >= 0 or not 0 < args.wm_target_tau <= 1:
+        raise UsageError("--wm-horizon must be 1 to --num-steps, --wm-reward-weight >= 0, --wm-target-tau in (0, 1]")
     if args.env_id not in gym.registry:
         raise UsageError(f"unknown --env-id {args.env_id!r}: not a registered Gymnasium environment")
     space = gym.make(args.env_id).action_space
@@ -447,13 +451,16 @@ def train(args, given):
     agent = Agent(obs_dim + args.z_dim, act_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type == "cpu")
     encoder = Encoder(obs_dim, args.z_dim).to(device)
-    dynamics = Dynamics(args.z_dim, act_dim, obs_dim).to(device)
+    dynamics = Dynamics(args.z_dim, act_dim, obs_dim, reward_head=args.wm_reward_weight > 0).to(device)
+    target_encoder = copy.deepcopy(encoder).requires_grad_(False) if args.wm_target_tau < 1 else None
+    action_low, action_high = (torch.as_tensor(bound, device=device) for bound in (action_space.low, action_space.high))
     wm_params = list(encoder.parameters()) + list(dynamics.parameters())
     wm_optimizer = torch.optim.Adam(wm_params, lr=args.wm_learning_rate, fused=device.type == "cpu")
     policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
     normalizer = Normalizer(obs_space.shape, args.num_envs, args.gamma)
     parts = {"agent": agent, "optimizer": optimizer, "normalizer": normalizer}
     parts |= {"encoder": encoder, "dynamics": dynamics, "wm_optimizer": wm_optimizer}
+    parts |= {"target_encoder": target_encoder} if target_encoder else {}
     counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None}
     counters |= {"eval_seed": args.seed + 100_000, "recent_returns": []}
     if ckpt is not None:
@@ -555,19 +562,22 @@ def train(args, given):
             if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
                 break
 
-        # --- world model: minibatch SGD on the rollout's transitions (executed actions, true next observations) ---
-        wm_minibatch_size = args.batch_size // args.wm_num_minibatches
-        b_env_actions = b_actions.clamp(torch.as_tensor(action_space.low), torch.as_tensor(action_space.high))
-        b_next_obs = next_obs_buf.reshape((-1, obs_dim))
+        # --- world model: minibatch SGD on windows of transitions (executed actions, true next observations) ---
+        env_actions = actions.clamp(action_low, action_high)
+        wm_buffers = (obs[..., :obs_dim], env_actions, next_obs_buf, rewards, terminations, dones)
+        num_windows = (args.num_steps - args.wm_horizon + 1) * args.num_envs
+        wm_minibatch_size = -(-num_windows // args.wm_num_minibatches)
         for epoch in range(args.wm_epochs):
-            b_inds = torch.randperm(args.batch_size, device=device)
-            for start in range(0, args.batch_size, wm_minibatch_size):
+            b_inds = torch.randperm(num_windows, device=device)
+            for start in range(0, num_windows, wm_minibatch_size):
                 mb_inds = b_inds[start : start + wm_minibatch_size]
-                mb = (b_obs[mb_inds, :obs_dim], b_env_actions[mb_inds], b_next_obs[mb_inds])
-                wm_loss, wm_stats = world_model_loss(encoder, dynamics, *mb)
+                mb = rollout_windows(mb_inds, args.wm_horizon, args.num_envs, *wm_buffers)
+                wm_loss, wm_stats = world_model_loss(encoder, dynamics, *mb, target_encoder, args.wm_reward_weight)
                 wm_optimizer.zero_grad()
                 wm_loss.backward()
                 wm_optimizer.step()
+                if target_encoder is not None:
+                    ema_update(target_encoder, encoder, args.wm_target_tau)
 
         # --- logging ---
         rollout_time, update_time = update_start - rollout_start, time.time() - update_start

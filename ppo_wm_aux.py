@@ -2,6 +2,7 @@
 # World-model variant: actor and critic see [normalized obs, z], z from a world model trained online (wm_common.py).
 # Curiosity variant: PPO learns from r + alpha * (world-model prediction error, scaled by a running std).
 # One file, read top to bottom. docs/architecture.md walks through it; docs/experiments.md explains the defaults.
+import copy
 import csv
 import dataclasses
 import json
@@ -25,7 +26,7 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from wm_common import Dynamics, Encoder, intrinsic_reward, latent_stats, world_model_loss
+from wm_common import Dynamics, Encoder, ema_update, intrinsic_reward, latent_stats, rollout_windows, world_model_loss
 
 warnings.filterwarnings("ignore", message=".*is out of date")  # the -v4 tasks are the published benchmarks
 
@@ -62,6 +63,9 @@ class Args:
     wm_learning_rate: float = 1e-3  # learning rate of the world model
     wm_epochs: int = 2  # epochs of world-model training on each rollout
     wm_num_minibatches: int = 4  # minibatches per world-model epoch
+    wm_horizon: int = 1  # steps the latent dynamics is unrolled per training window (never across an episode end)
+    wm_reward_weight: float = 0.0  # weight of the reward and termination prediction loss (0: no reward head)
+    wm_target_tau: float = 1.0  # EMA rate of a target encoder for the latent targets (1: the encoder itself)
     alpha: float = 0.01  # weight of the intrinsic (curiosity) reward; 0 reproduces ppo_wm.py exactly
 
     eval_interval: int = 50  # evaluate the deterministic policy every this many iterations and at the end; 0: never
@@ -99,8 +103,8 @@ def check_args(args):
         raise UsageError("--checkpoint-interval, --video-interval and --snapshot-interval must be at least 1")
     if args.z_dim < 1 or args.wm_epochs < 1 or args.wm_num_minibatches < 1:
         raise UsageError("--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1")
-    if args.batch_size % args.wm_num_minibatches != 0:
-        raise UsageError(f"the batch of {args.batch_size} steps is not divisible by --wm-num-minibatches")
+    if not 1 <= args.wm_horizon <= args.num_steps or not args.wm_reward_weight >= 0 or not 0 < args.wm_target_tau <= 1:
+        raise UsageError("--wm-horizon must be 1 to --num-steps, --wm-reward-weight >= 0, --wm-target-tau in (0, 1]")
     if not args.alpha >= 0:
         raise UsageError(f"--alpha must be >= 0 (got {args.alpha})")
     if args.env_id not in gym.registry:
@@ -451,13 +455,16 @@ def train(args, given):
     agent = Agent(obs_dim + args.z_dim, act_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type == "cpu")
     encoder = Encoder(obs_dim, args.z_dim).to(device)
-    dynamics = Dynamics(args.z_dim, act_dim, obs_dim).to(device)
+    dynamics = Dynamics(args.z_dim, act_dim, obs_dim, reward_head=args.wm_reward_weight > 0).to(device)
+    target_encoder = copy.deepcopy(encoder).requires_grad_(False) if args.wm_target_tau < 1 else None
+    action_low, action_high = (torch.as_tensor(bound, device=device) for bound in (action_space.low, action_space.high))
     wm_params = list(encoder.parameters()) + list(dynamics.parameters())
     wm_optimizer = torch.optim.Adam(wm_params, lr=args.wm_learning_rate, fused=device.type == "cpu")
     policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
     normalizer = Normalizer(obs_space.shape, args.num_envs, args.gamma)
     parts = {"agent": agent, "optimizer": optimizer, "normalizer": normalizer}
     parts |= {"encoder": encoder, "dynamics": dynamics, "wm_optimizer": wm_optimizer}
+    parts |= {"target_encoder": target_encoder} if target_encoder else {}
     intrinsic_return_rms, intrinsic_returns = RunningMeanStd(()), np.zeros(args.num_envs)
     parts["intrinsic_return_rms"] = intrinsic_return_rms
     counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None}
@@ -535,7 +542,7 @@ def train(args, given):
         # curiosity: the world model's error on each transition, before it trains on them, scaled by a running std of
         # the discounted intrinsic return (as RND) so that --alpha means the same on every task
         next_x = policy_input(next_obs_buf, encoder)
-        env_actions = actions.clamp(torch.as_tensor(action_space.low), torch.as_tensor(action_space.high))
+        env_actions = actions.clamp(action_low, action_high)
         r_int = intrinsic_reward(dynamics, obs[..., obs_dim:], env_actions, next_x[..., obs_dim:])
         r_int_np, intrinsic_return_buf = r_int.cpu().numpy(), np.zeros((args.num_steps, args.num_envs))
         for t in range(args.num_steps):
@@ -543,11 +550,10 @@ def train(args, given):
             intrinsic_return_buf[t] = intrinsic_returns
         intrinsic_return_rms.update(intrinsic_return_buf.reshape(-1))
         r_int_scaled = args.alpha * r_int / math.sqrt(intrinsic_return_rms.var + 1e-8)
-        rewards += r_int_scaled
         with torch.no_grad():
             values = agent.get_value(obs)
             next_values = agent.get_value(next_x)
-        advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args)
+        advantages, returns = compute_gae(rewards + r_int_scaled, values, next_values, terminations, dones, args)
         b_obs = obs.reshape((-1, obs.shape[-1]))
         b_logprobs = logprobs.reshape(-1)
         b_actions = actions.reshape((-1, act_dim))
@@ -573,19 +579,21 @@ def train(args, given):
             if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
                 break
 
-        # --- world model: minibatch SGD on the rollout's transitions (executed actions, true next observations) ---
-        wm_minibatch_size = args.batch_size // args.wm_num_minibatches
-        b_env_actions = b_actions.clamp(torch.as_tensor(action_space.low), torch.as_tensor(action_space.high))
-        b_next_obs = next_obs_buf.reshape((-1, obs_dim))
+        # --- world model: minibatch SGD on windows of transitions (executed actions, true next observations) ---
+        wm_buffers = (obs[..., :obs_dim], env_actions, next_obs_buf, rewards, terminations, dones)
+        num_windows = (args.num_steps - args.wm_horizon + 1) * args.num_envs
+        wm_minibatch_size = -(-num_windows // args.wm_num_minibatches)
         for epoch in range(args.wm_epochs):
-            b_inds = torch.randperm(args.batch_size, device=device)
-            for start in range(0, args.batch_size, wm_minibatch_size):
+            b_inds = torch.randperm(num_windows, device=device)
+            for start in range(0, num_windows, wm_minibatch_size):
                 mb_inds = b_inds[start : start + wm_minibatch_size]
-                mb = (b_obs[mb_inds, :obs_dim], b_env_actions[mb_inds], b_next_obs[mb_inds])
-                wm_loss, wm_stats = world_model_loss(encoder, dynamics, *mb)
+                mb = rollout_windows(mb_inds, args.wm_horizon, args.num_envs, *wm_buffers)
+                wm_loss, wm_stats = world_model_loss(encoder, dynamics, *mb, target_encoder, args.wm_reward_weight)
                 wm_optimizer.zero_grad()
                 wm_loss.backward()
                 wm_optimizer.step()
+                if target_encoder is not None:
+                    ema_update(target_encoder, encoder, args.wm_target_tau)
 
         # --- logging ---
         rollout_time, update_time = update_start - rollout_start, time.time() - update_start

@@ -5,10 +5,13 @@ z_hat_{t+1} -> s_hat_{t+1}. A latent self-prediction loss whose gradients reach 
 (a constant z); two remedies together keep z informative:
   - the target z_{t+1} = encoder(s_{t+1}) is computed under no_grad (stop-gradient, as SPR/SALE), and
   - the predicted latent must also decode the true next observation (grounding, as OFENet), which a constant cannot.
+Options (off by default; docs/world-model.md): the dynamics unrolled H steps in latent space (MR.Q, SPR), a head that
+predicts each transition's reward and termination (MR.Q), and an EMA target encoder (SPR).
 """
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def avg_l1_norm(x, eps=1e-8):
@@ -28,26 +31,73 @@ class Encoder(nn.Module):
 
 
 class Dynamics(nn.Module):
-    def __init__(self, z_dim, act_dim, obs_dim, hidden=128):
+    def __init__(self, z_dim, act_dim, obs_dim, hidden=128, reward_head=False):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(z_dim + act_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, z_dim)
         )
         self.decoder = nn.Linear(z_dim, obs_dim)
+        # (z_t, a_t) -> (reward, termination logit); built only when used, so the default run draws the same weights
+        self.reward_head = nn.Linear(z_dim + act_dim, 2) if reward_head else None
 
     def forward(self, z, action):
         return self.net(torch.cat([z, action], -1))
 
 
-def world_model_loss(encoder, dynamics, obs, action, next_obs):
-    """The loss on a batch of transitions with their true next observations, and its terms (detached) to log."""
-    z_next_pred = dynamics(encoder(obs), action)
-    with torch.no_grad():
-        z_next_target = encoder(next_obs)
-    latent_loss = ((z_next_pred - z_next_target) ** 2).mean()
-    obs_loss = ((dynamics.decoder(z_next_pred) - next_obs) ** 2).mean()
+def rollout_windows(inds, horizon, num_envs, obs, actions, next_obs, rewards, terminations, dones):
+    """Windows of `horizon` consecutive transitions of one env from (num_steps, num_envs, ...) rollout buffers, starting
+    at flat indices inds = t * num_envs + env (t <= num_steps - horizon). Returns the start observations (B, obs_dim),
+    the (horizon, B, ...) actions, true next observations, rewards and terminations, and mask (horizon, B): True for
+    the steps before the window's first episode end, so that no loss crosses into the next episode."""
+    t, env = inds // num_envs, inds % num_envs
+    steps = t[None] + torch.arange(horizon, device=inds.device)[:, None]
+    ended = dones[steps, env]
+    mask = torch.cat([torch.ones_like(ended[:1]), 1 - ended[:-1]]).cumprod(0).bool()
+    return obs[t, env], actions[steps, env], next_obs[steps, env], rewards[steps, env], terminations[steps, env], mask
+
+
+def masked_mean(x, valid):
+    # the mean over the valid rows; zero (with a graph) at a step that every window has ended before
+    return x[valid].mean() if valid.any() else x.sum() * 0.0
+
+
+def world_model_loss(
+    encoder, dynamics, obs, actions, next_obs, rewards, terminations, mask, target_encoder=None, reward_weight=0.0
+):
+    """The loss on windows from rollout_windows, and its terms (detached) to log. The dynamics is unrolled from
+    z_0 = encoder(obs) with the window's actions; at each step the predicted latent is trained towards the
+    stop-gradient latent of the true next observation (from target_encoder when given) and must decode that
+    observation. With reward_weight > 0, the reward head's error on each step's reward and termination is added."""
+    z, horizon = encoder(obs), actions.shape[0]
+    latent_loss = obs_loss = reward_loss = 0.0
+    for h in range(horizon):
+        valid = mask[h]
+        if reward_weight > 0:
+            predicted = dynamics.reward_head(torch.cat([z, actions[h]], -1))
+            reward_error = (predicted[:, 0] - rewards[h]) ** 2
+            reward_error = reward_error + F.binary_cross_entropy_with_logits(
+                predicted[:, 1], terminations[h], reduction="none"
+            )
+            reward_loss = reward_loss + masked_mean(reward_error, valid)
+        z = dynamics(z, actions[h])
+        with torch.no_grad():
+            z_target = (target_encoder or encoder)(next_obs[h])
+        latent_loss = latent_loss + masked_mean((z - z_target) ** 2, valid)
+        obs_loss = obs_loss + masked_mean((dynamics.decoder(z) - next_obs[h]) ** 2, valid)
+    latent_loss, obs_loss = latent_loss / horizon, obs_loss / horizon
     loss = latent_loss + obs_loss
-    return loss, {"wm_loss": loss.detach(), "wm_latent_loss": latent_loss.detach(), "wm_obs_loss": obs_loss.detach()}
+    terms = {"wm_latent_loss": latent_loss.detach(), "wm_obs_loss": obs_loss.detach()}
+    if reward_weight > 0:
+        terms["wm_reward_loss"] = reward_loss.detach() / horizon
+        loss = loss + reward_weight * reward_loss / horizon
+    return loss, {"wm_loss": loss.detach()} | terms
+
+
+@torch.no_grad()
+def ema_update(target, online, tau):
+    """target <- (1 - tau) * target + tau * online, parameter by parameter (SPR's target encoder)."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.lerp_(o, tau)
 
 
 @torch.no_grad()

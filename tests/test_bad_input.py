@@ -16,7 +16,8 @@ CASES = [
     ("ppo_wm", ["--total-timesteps", "100"], "smaller than one batch"),
     ("ppo_wm_aux", ["--alpha", "-0.1"], "--alpha must be >= 0"),
     ("ppo_wm", ["--z-dim", "0"], "--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1"),
-    ("ppo_wm_aux", ["--wm-num-minibatches", "3"], "not divisible by --wm-num-minibatches"),
+    ("ppo_wm_aux", ["--wm-horizon", "0"], "--wm-horizon must be 1 to --num-steps"),
+    ("ppo_wm", ["--wm-target-tau", "0"], "--wm-target-tau in (0, 1]"),
     ("ppo_continuous", ["--resume", "runs/no-such-run"], "no run with a checkpoint.pt"),
 ]
 
