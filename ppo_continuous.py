@@ -65,7 +65,6 @@ class Args:
     resume: str | None = None  # continue the run in this directory (only --total-timesteps may change)
     eval_checkpoint: str | None = None  # evaluate this checkpoint (deterministic policy) and exit
 
-    # filled in at runtime
     batch_size: int = 0  # the batch size (computed in runtime)
     minibatch_size: int = 0  # the mini-batch size (computed in runtime)
     num_iterations: int = 0  # the number of iterations (computed in runtime)
@@ -385,9 +384,10 @@ def run_eval_checkpoint(args, given):
     agent = Agent(obs_shape[0], act_dim)
     normalizer = Normalizer(obs_shape, 1, ckpt["args"]["gamma"])
     restore_state(ckpt, {"agent": agent, "normalizer": normalizer}, rng=False)
+    policy = agent.actor_mean
     args.env_id, seed = ckpt["args"]["env_id"], ckpt["counters"]["eval_seed"]
     out_dir, name = os.path.split(os.path.abspath(args.eval_checkpoint))
-    returns = evaluate(agent.actor_mean, normalizer, args, seed, "cpu", out_dir, f"eval-{name[: -len('.pt')]}")
+    returns = evaluate(policy, normalizer, args, seed, "cpu", out_dir, f"eval-{name[: -len('.pt')]}")
     for i, r in enumerate(returns):
         print(f"episode {i}: return {r:.2f}")
     print(f"eval_return_mean={returns.mean():.6f} eval_return_std={returns.std():.6f}")
@@ -427,6 +427,7 @@ def train(args, given):
     obs_dim, act_dim = obs_space.shape[0], action_space.shape[0]
     agent = Agent(obs_dim, act_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type == "cpu")
+    policy = agent.actor_mean  # the deterministic policy that is evaluated
     normalizer = Normalizer(obs_space.shape, args.num_envs, args.gamma)
     parts = {"agent": agent, "optimizer": optimizer, "normalizer": normalizer}
     counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None}
@@ -442,9 +443,8 @@ def train(args, given):
         json.dump(dataclasses.asdict(args), f, indent=2)
     logger = Logger(run_dir, resume_step=counters["global_step"] if ckpt else None)
 
-    # storage, allocated once
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
-    next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)  # rollout storage
     actions = torch.zeros((args.num_steps, args.num_envs, act_dim), device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -561,7 +561,7 @@ def train(args, given):
         if args.eval_interval > 0 and (iteration % args.eval_interval == 0 or last_iteration):
             counters["num_evals"] += 1
             name = f"eval-step{global_step:09d}" if (counters["num_evals"] - 1) % args.video_interval == 0 else None
-            eval_returns = evaluate(agent.actor_mean, normalizer, args, counters["eval_seed"], device, run_dir, name)
+            eval_returns = evaluate(policy, normalizer, args, counters["eval_seed"], device, run_dir, name)
             metrics["charts/eval_return"] = float(eval_returns.mean())
             if counters["best_eval_return"] is None or metrics["charts/eval_return"] > counters["best_eval_return"]:
                 counters["best_eval_return"] = metrics["charts/eval_return"]

@@ -76,7 +76,6 @@ class Args:
     resume: str | None = None  # continue the run in this directory (only --total-timesteps may change)
     eval_checkpoint: str | None = None  # evaluate this checkpoint (deterministic policy) and exit
 
-    # filled in at runtime
     batch_size: int = 0  # the batch size (computed in runtime)
     minibatch_size: int = 0  # the mini-batch size (computed in runtime)
     num_iterations: int = 0  # the number of iterations (computed in runtime)
@@ -474,9 +473,8 @@ def train(args, given):
         json.dump(dataclasses.asdict(args), f, indent=2)
     logger = Logger(run_dir, resume_step=counters["global_step"] if ckpt else None)
 
-    # storage, allocated once
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim + args.z_dim), device=device)  # policy inputs [obs, z]
-    next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)  # rollout storage
     actions = torch.zeros((args.num_steps, args.num_envs, act_dim), device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -506,9 +504,8 @@ def train(args, given):
         finished_returns, finished_lengths = [], []
         rollout_start = time.time()
         for step in range(args.num_steps):
-            obs[step] = policy_input(
-                next_obs, encoder
-            )  # the update sees exactly the inputs the actions were taken with
+            # stored: the update sees exactly the inputs the actions were taken with
+            obs[step] = policy_input(next_obs, encoder)
             with torch.no_grad():
                 action, logprob = agent.act(obs[step])
             actions[step], logprobs[step] = action, logprob

@@ -47,6 +47,9 @@ VARIANTS = {
     "ppo_wm_z64": ("ppo_wm", ["--z-dim", "64"]),
     "ppo_wm_aux_alpha0": ("ppo_wm_aux", ["--alpha", "0"]),
     "ppo_wm_aux_alpha0.05": ("ppo_wm_aux", ["--alpha", "0.05"]),
+    # MR.Q's world-model objective (docs/world-model.md): 5-step latent rollouts, reward and termination prediction
+    "ppo_wm_mrq": ("ppo_wm", ["--wm-horizon", "5", "--wm-reward-weight", "0.1"]),
+    "ppo_wm_mrq_ema": ("ppo_wm", ["--wm-horizon", "5", "--wm-reward-weight", "0.1", "--wm-target-tau", "0.01"]),
 }
 # experiment -> (variants, default tasks); the first variant is the baseline of the report
 EXPERIMENTS = {
@@ -54,6 +57,8 @@ EXPERIMENTS = {
     "E2": (["ppo_wm", "ppo_wm_z16", "ppo_wm_z64"], ["HalfCheetah-v4"]),  # ppo_wm is z_dim 32
     # alpha 0: ppo_wm's runs, which ppo_wm_aux --alpha 0 reproduces bit for bit (tests/test_training.py); ppo_wm_aux is 0.01
     "E3": (["ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"], ["Walker2d-v4"]),
+    # E5's screen, on seeds 11-15 only (--seeds 11 12 13 14 15): which world-model objective E5 measures on seeds 1-10
+    "E5-screen": (["ppo_wm", "ppo_wm_mrq", "ppo_wm_mrq_ema"], TASKS),
 }
 
 
