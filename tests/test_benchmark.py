@@ -765,3 +765,53 @@ def test_runner_compares_a_researchers_copied_script_with_the_baseline(tmp_path,
         assert e.value.code == 2
     with pytest.raises(SystemExit):  # a new experiment needs its variants
         runner.main(["--experiment", "mine", "--dry-run"])
+
+
+def test_speed_pairs_and_reference_run_the_runners_mode_beside_another_checkout(tmp_path, monkeypatch, capsys):
+    import speed
+
+    commands, results = [], []
+    real_take_turns = speed.take_turns
+
+    def recording_take_turns(cmds, *a, **k):
+        commands.extend(cmds)
+        results.extend(real_take_turns(cmds, *a, **k))
+        return results[-len(cmds) :]
+
+    monkeypatch.setattr(speed, "take_turns", recording_take_turns)
+    tiny = "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
+    argv = [
+        "speed.py",
+        "--steps",
+        "512",
+        "--scripts",
+        "ppo_wm",
+        "--slice",
+        "0.5",
+        "--raw-slice",
+        "0.3",
+        "--extra",
+        tiny,
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, "--pairs", "--reference", str(ROOT)])
+    speed.main()
+    report = capsys.readouterr().out
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in report.splitlines()
+        if line.startswith("| ppo")
+    }
+    assert list(rows) == ["ppo_wm", "ppo_wm @reference"] and "two runs side by side" in report
+    assert re.search(r"ppo_wm: x ppo_wm @reference per repeat \d\.\d{3}", report)
+    pairs = [c for c in commands if c[0] == "sh"]
+    assert len(pairs) == 2  # the script and its reference twin, each a pair
+    # each pair: two runs of different seeds, one env thread each, in one process group; its rate counts both runs'
+    # steps over its turns (one repeat: the commands run in the labels' order)
+    for label, cmd in zip(["ppo_wm", "ppo_wm @reference"], pairs):
+        assert cmd[2].count("--num-env-threads 1") == 2 and "--seed 1 " in cmd[2] and "--seed 2 " in cmd[2]
+        active = results[commands.index(cmd)]["active"]
+        assert float(rows[label].replace(",", "")) == pytest.approx(2 * 512 / active, rel=0.01)
+    monkeypatch.setattr(sys, "argv", [*argv, "--reference", str(tmp_path)])  # a checkout without the script
+    with pytest.raises(SystemExit) as e:
+        speed.main()
+    assert e.value.code == 2
