@@ -596,11 +596,9 @@ def test_speed_stopped_by_sigterm_leaves_no_process(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while (
-        len(tree := speed.process_tree(proc.pid)) < 5 and time.monotonic() < deadline
-    ):  # speed.py, the two scripts, ppo_wm's child, raw
+    while len(tree := speed.process_tree(proc.pid)) < 4 and time.monotonic() < deadline:  # speed.py, 2 scripts, raw
         time.sleep(0.2)
-    assert len(tree) >= 5
+    assert len(tree) >= 4
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 128 + signal.SIGTERM
 
