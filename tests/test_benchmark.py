@@ -495,30 +495,30 @@ def test_undisturbed_iteration_time_ignores_iterations_slowed_by_other_work():
     assert speed.undisturbed_iteration_ms(slower_code, ["rollout_time"]) == pytest.approx(250)
 
 
+def speed_argv(steps, *scripts, extra=()):
+    """speed.py's command line for a quick run of these scripts at a tiny configuration."""
+    tiny = "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
+    return [
+        "speed.py",
+        "--steps",
+        str(steps),
+        "--scripts",
+        *scripts,
+        "--slice",
+        "0.5",
+        "--raw-slice",
+        "0.3",
+        "--extra",
+        tiny,
+        *extra,
+    ]
+
+
 def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monkeypatch, capsys):
     import speed
 
     out = tmp_path / "speed.md"
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [
-            "speed.py",
-            "--steps",
-            "2048",
-            "--scripts",
-            "ppo_continuous",
-            "ppo_wm",
-            "--slice",
-            "0.5",
-            "--raw-slice",
-            "0.3",
-            "--extra",
-            "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0",
-            "--out",
-            str(out),
-        ],
-    )
+    monkeypatch.setattr(sys, "argv", speed_argv(2048, "ppo_continuous", "ppo_wm", extra=["--out", str(out)]))
     speed.main()
     report = capsys.readouterr().out
     rows = {
@@ -541,25 +541,7 @@ def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypat
     monkeypatch.setattr(
         speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k)
     )
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [
-            "speed.py",
-            "--steps",
-            "512",
-            "--scripts",
-            "ppo_continuous",
-            "--slice",
-            "0.5",
-            "--raw-slice",
-            "0.3",
-            "--extra",
-            "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0",
-            "--variant-extra",
-            "--clip-coef 0.3",
-        ],
-    )
+    monkeypatch.setattr(sys, "argv", speed_argv(512, "ppo_continuous", extra=["--variant-extra", "--clip-coef 0.3"]))
     speed.main()
     report = capsys.readouterr().out
     rows = {
@@ -777,20 +759,7 @@ def test_speed_pairs_and_reference_run_the_runners_mode_beside_another_checkout(
         return results[-len(cmds) :]
 
     monkeypatch.setattr(speed, "take_turns", recording_take_turns)
-    tiny = "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
-    argv = [
-        "speed.py",
-        "--steps",
-        "512",
-        "--scripts",
-        "ppo_wm",
-        "--slice",
-        "0.5",
-        "--raw-slice",
-        "0.3",
-        "--extra",
-        tiny,
-    ]
+    argv = speed_argv(512, "ppo_wm")
     monkeypatch.setattr(sys, "argv", [*argv, "--pairs", "--reference", str(ROOT)])
     speed.main()
     report = capsys.readouterr().out

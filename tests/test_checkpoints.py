@@ -131,21 +131,27 @@ def test_checkpoints_hold_no_pickled_objects(finished_runs):
         assert not list(run_dir.glob("*.pkl"))
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
-    runs = tmp_path / "runs"
-    cmd = [
+def long_run(name, runs):
+    """A run of the script that lasts long enough to be stopped, checkpointing only when stopped."""
+    steps, every = str(400 * BATCH), "1000"
+    return [
         sys.executable,
-        str(ROOT / "ppo_continuous.py"),
+        str(ROOT / f"{name}.py"),
         *TINY,
         "--runs-dir",
         str(runs),
         "--total-timesteps",
-        str(400 * BATCH),
+        steps,
         "--checkpoint-interval",
-        "1000",
+        every,
         "--eval-interval",
         "0",
     ]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path):
+    runs = tmp_path / "runs"
+    cmd = long_run("ppo_continuous", runs)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_progress_rows(runs, 2)
     proc.send_signal(signal.SIGTERM)
@@ -162,19 +168,7 @@ def test_ctrl_c_to_the_process_group_checkpoints_the_world_model_and_leaves_no_p
     # Ctrl-C (and Slurm's SIGTERM) reach every process of the group: the run finishes its iteration, checkpoints the
     # world model with the rest, and exits without leaving any process behind
     runs = tmp_path / "runs"
-    cmd = [
-        sys.executable,
-        str(ROOT / "ppo_wm_aux.py"),
-        *TINY,
-        "--runs-dir",
-        str(runs),
-        "--total-timesteps",
-        str(400 * BATCH),
-        "--checkpoint-interval",
-        "1000",
-        "--eval-interval",
-        "0",
-    ]
+    cmd = long_run("ppo_wm_aux", runs)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_progress_rows(runs, 2)
     os.killpg(proc.pid, signal.SIGINT)
