@@ -535,9 +535,8 @@ def train(args, given):
         counters["global_step"] += args.batch_size
         update_start = time.time()
 
-        # --- advantages: V of the whole rollout in one batched call (the critic has not changed since acting) ---
-        # curiosity: the world model's error on each transition, before it trains on them, scaled by a running std of
-        # the discounted intrinsic return (as RND) so that --alpha means the same on every task
+        # --- curiosity: the world model's error on each transition, before it trains on them, scaled by a running ---
+        # std of the discounted intrinsic return (as RND) so that --alpha means the same on every task
         next_x = policy_input(next_obs_buf, encoder)
         env_actions = actions.clamp(action_low, action_high)
         r_int = intrinsic_reward(dynamics, obs[..., obs_dim:], env_actions, next_x[..., obs_dim:])
@@ -547,6 +546,8 @@ def train(args, given):
             intrinsic_return_buf[t] = intrinsic_returns
         intrinsic_return_rms.update(intrinsic_return_buf.reshape(-1))
         r_int_scaled = args.alpha * r_int / math.sqrt(intrinsic_return_rms.var + 1e-8)
+
+        # --- advantages: V of the whole rollout in one batched call (the critic has not changed since acting) ---
         with torch.no_grad():
             values = agent.get_value(obs)
             next_values = agent.get_value(next_x)
