@@ -163,7 +163,7 @@ NON_TRAINING_KEYS = {
 }
 # flags added after runs were made, with the value the scripts hard-coded before: a config.json without the key
 # trained with exactly that value, so it still matches a command that runs it
-ADDED_KEYS = {}
+ADDED_KEYS = {"wm_horizon": 1, "wm_reward_weight": 0.0, "wm_target_tau": 1.0}  # the world-model options, off
 # flags removed from the scripts, with the value the scripts now hard-code: a run made with another value is another
 # configuration (torch_threads and status_interval did not change training rows)
 RETIRED_KEYS = {"init_action_std": 1.0, "critic_width": 64, "compile": False, "torch_deterministic": True}

@@ -782,3 +782,22 @@ def test_speed_pairs_and_reference_run_the_runners_mode_beside_another_checkout(
     with pytest.raises(SystemExit) as e:
         speed.main()
     assert e.value.code == 2
+
+
+def test_world_model_runs_made_before_its_options_existed_are_still_the_default_configuration(tmp_path, capsys):
+    # E1's ppo_wm runs have no wm_horizon / wm_reward_weight / wm_target_tau in config.json: they trained with 1, 0, 1
+    common = ["--experiment", "E1", "--variants", "ppo_wm", "--env-ids", "Hopper-v4", "--seeds", "1"]
+    common += ["--total-timesteps", "2048", "--runs-root", str(tmp_path), "--dry-run"]
+    (run,) = runner.plan("E1", ["Hopper-v4"], [1], 2048, str(tmp_path), sys.executable, [], ["ppo_wm"])
+    run_dir = tmp_path / "ppo_wm" / f"{run['name']}__1700000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    (run_dir / "progress.csv").write_text("global_step\n2048\n")
+    config = dict(runner.expected_config(run), batch_size=2048)
+    older = {k: v for k, v in config.items() if k not in ("wm_horizon", "wm_reward_weight", "wm_target_tau")}
+    (run_dir / "config.json").write_text(json.dumps(older))
+    assert runner.main(common) == 0
+    assert "# Hopper-v4__ppo_wm__1: finished" in capsys.readouterr().out
+    (run_dir / "config.json").write_text(json.dumps(dict(older, wm_horizon=5)))
+    assert runner.main(common) == 2
+    assert "was made with wm_horizon=5 but ppo_wm.py now runs wm_horizon=1" in capsys.readouterr().err
