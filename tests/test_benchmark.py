@@ -188,6 +188,18 @@ def test_dry_run_prints_commands_without_running(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_each_experiment_runs_its_own_seeds_by_default(tmp_path, capsys):
+    def seeds(*argv):
+        assert runner.main([*argv, "--dry-run", "--runs-root", str(tmp_path)]) == 0
+        return sorted({int(line.split("--seed ")[1].split()[0]) for line in capsys.readouterr().out.splitlines()})
+
+    assert seeds("--experiment", "E1") == seeds("--experiment", "E5") == list(range(1, 11))
+    assert seeds("--experiment", "E5-screen") == list(range(11, 16))  # the screen never sees E5's seeds
+    assert seeds("--experiment", "E3") == [1, 2, 3, 4, 5]
+    assert seeds("--experiment", "mine", "--variants", "ppo") == list(range(1, 11))
+    assert seeds("--experiment", "E5", "--seeds", "3") == [3]
+
+
 def test_variants_and_a_single_extra_flag_select_the_runs(tmp_path, capsys):
     common = ["--experiment", "E1", "--dry-run", "--seeds", "6", "7", "--runs-root", str(tmp_path)]
     assert runner.main([*common, "--variants", "ppo", "--extra", "--no-clip-vloss"]) == 0
