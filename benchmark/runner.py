@@ -73,6 +73,11 @@ EXPERIMENTS = {
 }
 
 
+def experiment_defaults(name):
+    """(variants or None, tasks, seeds) of an experiment; a new one has no variants of its own."""
+    return EXPERIMENTS.get(name, (None, TASKS, SEEDS))
+
+
 def parse_variant(spec):
     """(name, script path, flags) of a command-line variant: a name in VARIANTS, or NAME=SCRIPT [FLAGS ...]."""
     if "=" not in spec.split(" ")[0]:
@@ -102,7 +107,7 @@ def pool_name(variant, extra):
 
 def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, variants=None):
     """One dict per run: what to execute and where its outputs go. variants: names or NAME=SCRIPT [FLAGS] specs."""
-    all_variants, default_tasks, _ = EXPERIMENTS.get(experiment, (None, TASKS, SEEDS))
+    all_variants, default_tasks, _ = experiment_defaults(experiment)
     runs = []
     for seed in seeds:  # seed-major: a budget cut short still leaves every configuration with the same seeds
         for env_id in env_ids or default_tasks:
@@ -386,15 +391,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.experiment not in EXPERIMENTS and not args.variants:
         parser.error(f"--experiment {args.experiment} is not one of {', '.join(EXPERIMENTS)}: give its --variants")
-    all_variants, default_tasks, default_seeds = EXPERIMENTS.get(args.experiment, (None, TASKS, SEEDS))
+    all_variants, default_tasks, default_seeds = experiment_defaults(args.experiment)
     args.seeds = args.seeds or default_seeds
     variants = args.variants or all_variants
     try:
         names = [parse_variant(v)[0] for v in variants]
     except ValueError as e:
         parser.error(str(e))
-    if args.workers < 1 or args.total_timesteps < 1 or not args.seeds:
-        parser.error("--workers and --total-timesteps must be positive and --seeds non-empty")
+    if args.workers < 1 or args.total_timesteps < 1:
+        parser.error("--workers and --total-timesteps must be positive")
 
     extra = args.extra.split()
     if args.workers >= (os.cpu_count() or 1) and "--num-env-threads" not in extra:
