@@ -344,6 +344,10 @@ def main():
         if f"{name} @reference" in runs:
             ratios = [r["sps"] / b["sps"] for r, b in zip(results, runs[f"{name} @reference"])]
             per_repeat.append(f"{name}: x {name} @reference per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
+        variant = f"{name} {args.variant_extra}"
+        if variant in runs:  # a flag's cost: the variant against its own script, repeat by repeat
+            ratios = [v["sps"] / r["sps"] for r, v in zip(results, runs[variant])]
+            per_repeat.append(f"{variant}: x {name} per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
         lines.append(
             f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} | {max(r['rss'] for r in results):.0f} "
             f"| {median['seconds']:.1f} | {median['iteration_ms']:.0f} | {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |"

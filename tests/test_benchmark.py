@@ -563,6 +563,10 @@ def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypat
     }
     assert list(rows) == ["ppo_continuous", "ppo_continuous --clip-coef 0.3"] and rows["ppo_continuous"][2] == "1.00"
     assert "each script also with `--clip-coef 0.3`" in report
+    # the flag's cost: the variant's rate over its own script's, the same repeat
+    ratio = float(re.search(r"ppo_continuous --clip-coef 0.3: x ppo_continuous per repeat ([\d.]+)", report).group(1))
+    sps = {name: float(cells[0].replace(",", "")) for name, cells in rows.items()}
+    assert ratio == pytest.approx(sps["ppo_continuous --clip-coef 0.3"] / sps["ppo_continuous"], rel=0.002)
     scripts = [c for c in commands if c[1] != "-c"]
     assert ["--clip-coef" in c for c in scripts] == [False, True]  # only the variant gets the flags, after --extra's
     assert scripts[1].index("--clip-coef") > scripts[1].index("--update-epochs")
