@@ -24,7 +24,8 @@ With --pairs, each command is two runs of the script side by side (seeds r and r
 as benchmark/runner.py runs a multi-seed experiment on a 2-core machine: the pair takes turns like a single script, its
 rate is both runs' steps over its turns, and the raw rate is still one process on one core. With --reference DIR,
 every script runs again from the checkout DIR (for example a `git worktree` of an older commit), labelled
-"script @reference", and the per-repeat lines give each script's ratio to its reference twin.
+"script @reference", and the per-repeat lines give each script's ratio to its reference twin; with --variant-extra,
+each variant's ratio to its own script (the flags' cost).
 
 Memory: the peak, read after each of a script's turns (while it is stopped, so reading it slows no one), of its
 resident set (RSS) plus the private pages of its child processes (with --pairs, of the two runs under one shell; a
