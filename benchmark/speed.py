@@ -229,9 +229,8 @@ def main():
         for i, name in enumerate(args.scripts)
     ]
     scripts, flags = list(args.scripts), [args.extra.split()] * len(args.scripts)
-    if (
-        args.variant_extra
-    ):  # each script again with the flags: the variant's ratios to the same turns of the same machine
+    # each script again with the flags: the variant's ratios to the same turns of the same machine
+    if args.variant_extra:
         labels += [f"{label} {args.variant_extra}" for label in labels]
         scripts, flags = scripts * 2, flags + [args.extra.split() + args.variant_extra.split()] * len(scripts)
     paths = [os.path.join(ROOT, f"{name}.py") for name in scripts]
@@ -334,21 +333,15 @@ def main():
         median = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "memory"}
         memory = "n/a" if None in [r["memory"] for r in results] else f"{max(r['memory'] for r in results):.0f}"
         rel = "n/a"
-        if base:
-            ratios = [
-                r["sps"] / b["sps"] for r, b in zip(results, base)
-            ]  # the same repeat: the same turns of the same machine
-            rel = median_and_range(ratios)
-            if name != "ppo_continuous":
-                per_repeat.append(f"{name}: x ppo_continuous per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
+        if base:  # the same repeat: the same turns of the same machine
+            rel = median_and_range([r["sps"] / b["sps"] for r, b in zip(results, base)])
+        # per repeat, the rate over each twin's: PPO's, the script's without the variant flags, the reference checkout's
+        unvaried = name.removesuffix(f" {args.variant_extra}") if args.variant_extra else name
+        for twin in dict.fromkeys(["ppo_continuous", unvaried, f"{name} @reference"]):
+            if twin != name and twin in runs:
+                ratios = [r["sps"] / t["sps"] for r, t in zip(results, runs[twin])]
+                per_repeat.append(f"{name}: x {twin} per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
         per_repeat.append(f"{name}: x raw physics per repeat " + ", ".join(f"{r['x_raw']:.3f}" for r in results))
-        if f"{name} @reference" in runs:
-            ratios = [r["sps"] / b["sps"] for r, b in zip(results, runs[f"{name} @reference"])]
-            per_repeat.append(f"{name}: x {name} @reference per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
-        variant = f"{name} {args.variant_extra}"
-        if variant in runs and not (base and name == "ppo_continuous"):  # the flags' cost (PPO's: the line above)
-            ratios = [v["sps"] / r["sps"] for r, v in zip(results, runs[variant])]
-            per_repeat.append(f"{variant}: x {name} per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
         lines.append(
             f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} | {max(r['rss'] for r in results):.0f} "
             f"| {median['seconds']:.1f} | {median['iteration_ms']:.0f} | {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |"
