@@ -55,6 +55,10 @@ VARIANTS = {
         "ppo_wm_aux",
         ["--alpha", "0.01", "--wm-horizon", "5", "--wm-reward-weight", "0.1", "--wm-target-tau", "0.01"],
     ),
+    # E6: each of ppo_wm_mrq_ema's three options alone
+    "ppo_wm_horizon5": ("ppo_wm", ["--wm-horizon", "5"]),
+    "ppo_wm_reward0.1": ("ppo_wm", ["--wm-reward-weight", "0.1"]),
+    "ppo_wm_target0.01": ("ppo_wm", ["--wm-target-tau", "0.01"]),
 }
 SEEDS = list(range(1, 11))  # at 5 seeds E1's intervals could neither confirm nor rule out a 10-15% gain
 # experiment -> (variants, default tasks, default seeds); the first variant is the baseline of the report
@@ -70,12 +74,21 @@ EXPERIMENTS = {
     # PPO and today's ppo_wm; E5-ant the same on Ant-v4
     "E5": (["ppo", "ppo_wm", "ppo_wm_mrq_ema", "ppo_wm_aux_mrq_ema"], TASKS, SEEDS),
     "E5-ant": (["ppo", "ppo_wm", "ppo_wm_mrq_ema"], ["Ant-v4"], SEEDS),
+    # E6: which of E5's options lifts Hopper, on seeds no setting was chosen on; PPO to replicate E5's P over PPO
+    "E6": (
+        ["ppo_wm", "ppo_wm_horizon5", "ppo_wm_reward0.1", "ppo_wm_target0.01", "ppo_wm_mrq_ema", "ppo"],
+        ["Hopper-v4"],
+        list(range(21, 31)),
+    ),
+    # E7: does E5's Hopper gain last? Fresh 3M-step runs (an annealed 1M run extended to 3M is another schedule)
+    "E7": (["ppo", "ppo_wm_mrq_ema"], ["Hopper-v4"], SEEDS, 3_000_000),
 }
+STEPS = 1_000_000  # an experiment's steps per run unless it names its own
 
 
 def experiment_defaults(name):
-    """(variants or None, tasks, seeds) of an experiment; a new one has no variants of its own."""
-    return EXPERIMENTS.get(name, (None, TASKS, SEEDS))
+    """(variants or None, tasks, seeds, steps) of an experiment; a new one has no variants of its own."""
+    return (*EXPERIMENTS.get(name, (None, TASKS, SEEDS)), STEPS)[:4]
 
 
 def parse_variant(spec):
@@ -107,7 +120,7 @@ def pool_name(variant, extra):
 
 def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, variants=None):
     """One dict per run: what to execute and where its outputs go. variants: names or NAME=SCRIPT [FLAGS] specs."""
-    all_variants, default_tasks, _ = experiment_defaults(experiment)
+    all_variants, default_tasks, _, _ = experiment_defaults(experiment)
     runs = []
     for seed in seeds:  # seed-major: a budget cut short still leaves every configuration with the same seeds
         for env_id in env_ids or default_tasks:
@@ -367,7 +380,7 @@ def main(argv=None):
         help="variants (names or 'NAME=SCRIPT FLAGS'; the first is the baseline) instead of the experiment's",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the experiment's; 1-10 for a new one)")
-    parser.add_argument("--total-timesteps", type=int, default=1_000_000)
+    parser.add_argument("--total-timesteps", type=int, help="steps per run (default: the experiment's; 1M for most)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
     parser.add_argument(
         "--runs-root", default=os.path.join(ROOT, "runs", "benchmark"), help="the pool of runs of all experiments"
@@ -391,8 +404,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.experiment not in EXPERIMENTS and not args.variants:
         parser.error(f"--experiment {args.experiment} is not one of {', '.join(EXPERIMENTS)}: give its --variants")
-    all_variants, default_tasks, default_seeds = experiment_defaults(args.experiment)
+    all_variants, default_tasks, default_seeds, default_steps = experiment_defaults(args.experiment)
     args.seeds = args.seeds or default_seeds
+    args.total_timesteps = args.total_timesteps or default_steps
     variants = args.variants or all_variants
     try:
         names = [parse_variant(v)[0] for v in variants]
