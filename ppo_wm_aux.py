@@ -3,8 +3,10 @@
 # Curiosity variant: PPO learns from r + alpha * (world-model prediction error, scaled by a running std).
 # One file, read top to bottom. docs/architecture.md walks through it; docs/experiments.md explains the defaults.
 import copy
+import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -26,12 +28,15 @@ import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+import wm_common
 from wm_common import Dynamics, Encoder, ema_update, intrinsic_reward, latent_stats, rollout_windows, world_model_loss
 
 warnings.filterwarnings("ignore", message=".*is out of date")  # the -v4 tasks are the published benchmarks
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
 TIMING_COLUMNS = ("sps", "wall_time", "rollout_time", "update_time")  # progress.csv columns that vary by rerun
+CODE_FILES = [__file__, wm_common.__file__]  # the code a run trains with: config.json records its hash
+# exit codes: 0 done, 2 bad input (nothing written), 3 diverged, 4 a file could not be written, 128+N signal N
 
 
 @dataclass
@@ -85,6 +90,32 @@ class Args:
 
 class UsageError(Exception):
     """Bad input: one line on stderr, exit code 2, nothing written."""
+
+
+class WriteError(Exception):
+    """A file of the run could not be written (disk full, permission): one line on stderr, exit code 4."""
+
+
+@contextlib.contextmanager
+def writing(path, run_dir):
+    """A failed write becomes one WriteError that names the file and how to continue the run."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        checkpoint = os.path.join(run_dir, "checkpoint.pt")
+        then = f"{checkpoint} is intact: python {SCRIPT}.py --resume {run_dir} continues the run"
+        raise WriteError(
+            f"cannot write {path} ({reason}); " + (then if os.path.isfile(checkpoint) else "no checkpoint yet")
+        ) from None
+
+
+def code_sha256():
+    digest = hashlib.sha256()
+    for path in CODE_FILES:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def check_args(args):
@@ -289,7 +320,7 @@ def save_checkpoint(path, args, parts, counters):
     state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
     tmp = f"{path}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        with writing(path, os.path.dirname(path)), open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -314,6 +345,28 @@ def load_checkpoint(path, env_id=None):
         raise UsageError(f"checkpoint {path} is for {ckpt['args']['env_id']}, not --env-id {env_id}")
     ckpt["args"] = {k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(Args)}}
     return ckpt
+
+
+def check_saved(parts):
+    """Every parameter an optimizer trains must belong to a module the checkpoint saves, or resume would restart it."""
+    saved = {id(p) for part in parts.values() if isinstance(part, nn.Module) for p in part.parameters()}
+    for optimizer in (part for part in parts.values() if isinstance(part, torch.optim.Optimizer)):
+        for p in (p for group in optimizer.param_groups for p in group["params"]):
+            if id(p) not in saved:
+                raise UsageError(
+                    f"a parameter of shape {tuple(p.shape)} is trained but saved by no checkpoint part: "
+                    "attach its module to a saved module or add the module to parts (docs/extending.md)"
+                )
+
+
+def nonfinite(named):
+    """The first name whose value (a number, a tensor or a module's parameters) is NaN or infinite, or None."""
+    for name, x in named.items():
+        if isinstance(x, nn.Module):
+            x = torch.cat([p.detach().reshape(-1) for p in x.parameters()])
+        if not (math.isfinite(x) if isinstance(x, (int, float)) else torch.isfinite(x).all()):
+            return name
+    return None
 
 
 def restore_state(ckpt, parts, rng=True):
@@ -345,16 +398,18 @@ def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
         action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
         obs, reward, terminations, truncations, info = envs.step(action)
         if snapshots is not None and not finished[0] and t % args.snapshot_interval == 0:
-            save_snapshot(snapshots, t, frames[-1], reward[0], action[0], info)
+            with writing(snapshots, out_dir):
+                save_snapshot(snapshots, t, frames[-1], reward[0], action[0], info)
         returns += reward * ~finished
         finished |= terminations | truncations
         t += 1
     envs.close()
     if video is not None:
-        os.makedirs(os.path.dirname(video), exist_ok=True)
         tmp = video[: -len(".mp4")] + ".part.mp4"  # renamed when complete: no half-written video
-        imageio.mimsave(tmp, frames, fps=envs.metadata.get("render_fps", 30), macro_block_size=8)
-        os.replace(tmp, video)
+        with writing(video, out_dir):
+            os.makedirs(os.path.dirname(video), exist_ok=True)
+            imageio.mimsave(tmp, frames, fps=envs.metadata.get("render_fps", 30), macro_block_size=8)
+            os.replace(tmp, video)
     return returns
 
 
@@ -373,7 +428,7 @@ class Logger:
 
     def __init__(self, run_dir, resume_step=None):
         self.writer = SummaryWriter(run_dir, purge_step=None if resume_step is None else resume_step + 1)
-        self.csv_path, self.resume_step = os.path.join(run_dir, "progress.csv"), resume_step
+        self.run_dir, self.csv_path, self.resume_step = run_dir, os.path.join(run_dir, "progress.csv"), resume_step
         self.status, self.columns = open(os.path.join(run_dir, "training_status.log"), "a"), None
 
     def write(self, global_step, total_steps, metrics):
@@ -383,18 +438,22 @@ class Logger:
         row = {"global_step": global_step} | {tag.split("/")[-1]: value for tag, value in metrics.items()}
         if self.columns is None:  # first row: the header, and on resume the rows up to the checkpoint
             self.columns, old = list(row), []
-            if self.resume_step is not None:
-                with open(self.csv_path, newline="") as f:
-                    old = [r for r in csv.DictReader(f) if int(r["global_step"]) <= self.resume_step]
-            with open(self.csv_path, "w", newline="") as f:
-                csv.DictWriter(f, self.columns, restval="").writeheader()
-                csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(old)
-        with open(self.csv_path, "a", newline="") as f:
+            with writing(self.csv_path, self.run_dir):
+                if self.resume_step is not None:
+                    with open(self.csv_path, newline="") as f:
+                        old = [r for r in csv.DictReader(f) if int(r["global_step"]) <= self.resume_step]
+                with open(self.csv_path, "w", newline="") as f:
+                    csv.DictWriter(f, self.columns, restval="").writeheader()
+                    csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(old)
+        with writing(self.csv_path, self.run_dir), open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow({k: "" if v is None else v for k, v in row.items()})
         line = f"step {global_step:,}/{total_steps:,} | {row['sps']:,} sps"
         line += "".join(f" | {k} {row[k]:.1f}" for k in ("return_last100", "eval_return") if row[k] is not None)
-        self.status.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-        self.status.flush()
+        if row["sps"] > 0:  # at this session's rate, evaluations included
+            line += f" | {time.strftime('%H:%M:%S', time.gmtime((total_steps - global_step) / row['sps']))} left"
+        with writing(self.status.name, self.run_dir):
+            self.status.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            self.status.flush()
         print(line, flush=True)
 
     def close(self):
@@ -426,6 +485,10 @@ def setup_run(args, given):
     if args.resume is not None:
         if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
             raise UsageError(f"--resume {args.resume}: no run with a checkpoint.pt there")
+        if os.path.isfile(os.path.join(args.resume, "diverged.json")):
+            raise UsageError(
+                f"--resume {args.resume}: the run diverged (diverged.json); start a new run with other flags"
+            )
         ckpt = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
         ignored = given - {"--resume", "--total-timesteps"}
         if ignored:
@@ -433,11 +496,21 @@ def setup_run(args, given):
                 f"--resume continues a run with its own flags; only --total-timesteps may change, not {min(ignored)}"
             )
         steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]
+        if steps != ckpt["args"]["total_timesteps"] and ckpt["args"]["anneal_lr"]:
+            print(
+                f"--total-timesteps {steps:,} re-stretches the annealed learning rate of a run made for "
+                f"{ckpt['args']['total_timesteps']:,} steps: it is not what a fresh run would be (config.json says so)"
+            )
         args = Args(**{**ckpt["args"], "resume": args.resume, "total_timesteps": steps})
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // max(args.num_minibatches, 1)
     args.num_iterations = args.total_timesteps // max(args.batch_size, 1)
     check_args(args)
+    if args.total_timesteps % args.batch_size:
+        print(
+            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,} steps): "
+            f"{args.num_iterations * args.batch_size:,} steps will run"
+        )
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     return args, ckpt, args.resume or os.path.join(args.runs_dir, run_name)
 
@@ -473,10 +546,22 @@ def train(args, given):
         if counters["iteration"] >= args.num_iterations:
             print(f"{run_dir} already finished {counters['global_step']} steps; give a larger --total-timesteps")
             return 0
+    check_saved(parts)
+    # each start of the run: its code and steps (a resume with other steps re-stretches an annealed schedule)
+    counters["trained_with"] = counters.get("trained_with", []) + [
+        {"code_sha256": code_sha256(), "total_timesteps": args.total_timesteps}
+    ]
     # everything below may write files: bad input has been rejected above
     os.makedirs(run_dir, exist_ok=ckpt is not None)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(args), f, indent=2)
+    print(
+        f"{'resuming' if ckpt else 'run'} {run_dir} (tensorboard --logdir {os.path.dirname(os.path.normpath(run_dir))})",
+        flush=True,
+    )
+    config_path = os.path.join(run_dir, "config.json")
+    with writing(config_path, run_dir):  # renamed when complete: a runner or report never reads half of it
+        with open(f"{config_path}.tmp", "w") as f:
+            json.dump(dataclasses.asdict(args) | {"trained_with": counters["trained_with"]}, f, indent=2)
+        os.replace(f"{config_path}.tmp", config_path)
     logger = Logger(run_dir, resume_step=counters["global_step"] if ckpt else None)
 
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim + args.z_dim), device=device)  # policy inputs [obs, z]
@@ -493,13 +578,15 @@ def train(args, given):
         stop_signal.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)  # main() puts the previous handlers back
     # episodes in flight at a checkpoint restart on resume, from a reset seeded by the iteration
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
     next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     pool = ThreadPoolExecutor(max(args.num_env_threads - 1, 1))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
+    diverged = None
 
     for iteration in range(counters["iteration"] + 1, args.num_iterations + 1):
         if args.anneal_lr:
@@ -626,6 +713,23 @@ def train(args, given):
         metrics["intrinsic/intrinsic_reward_scaled"] = r_int_scaled.mean().item()
         metrics["intrinsic/intrinsic_return_std"] = math.sqrt(intrinsic_return_rms.var)
 
+        # --- divergence: stop before anything non-finite is logged or saved ---
+        finite_or_nan = {"losses/explained_variance"}  # NaN where the returns do not vary
+        logged = {tag: v for tag, v in metrics.items() if v is not None and tag not in finite_or_nan}
+        modules = {f"{name} parameters": part for name, part in parts.items() if isinstance(part, nn.Module)}
+        diverged = nonfinite({"observations": obs, "rewards": rewards} | logged | modules)
+        if diverged:
+            marker = os.path.join(run_dir, "diverged.json")  # the runner and the report read it
+            with writing(marker, run_dir), open(marker, "w") as f:
+                json.dump({"global_step": global_step, "iteration": iteration, "nonfinite": diverged}, f)
+            print(
+                f"{SCRIPT}.py: error: diverged at step {global_step:,}: {diverged} is NaN or infinite (usual causes: a "
+                "learning rate or a loss weight too high); not logged, checkpoint.pt and best.pt keep the last "
+                "finite state",
+                file=sys.stderr,
+            )
+            break
+
         # --- evaluation: deterministic policy, frozen normalization, its own seed (training draws are untouched) ---
         last_iteration = iteration == args.num_iterations
         if args.eval_interval > 0 and (iteration % args.eval_interval == 0 or last_iteration):
@@ -647,23 +751,28 @@ def train(args, given):
             print(f"stopped by signal {stop_signal[0]}; resume: python {SCRIPT}.py --resume {run_dir}", file=sys.stderr)
             break
 
-    for sig, previous in previous_handlers.items():
-        signal.signal(sig, previous)
     pool.shutdown()
     for g in env_groups:
         g.close()
     logger.close()
-    return 128 + stop_signal[0] if stop_signal else 0
+    return 3 if diverged else 128 + stop_signal[0] if stop_signal else 0
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, given = tyro.cli(Args, args=argv), {a.split("=")[0] for a in argv if a.startswith("--")}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return run_eval_checkpoint(args, given) if args.eval_checkpoint else train(args, given)
     except UsageError as e:
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
         return 2
+    except WriteError as e:
+        print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
+        return 4
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

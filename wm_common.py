@@ -110,7 +110,10 @@ def intrinsic_reward(dynamics, z, action, z_next):
 @torch.no_grad()
 def latent_stats(z):
     """Collapse diagnostics of a batch of latents: effective rank (exp of the entropy of the normalized singular
-    values of centred z; 1 = collapsed to a line, z_dim = full) and the mean per-dimension std."""
+    values of centred z; 1 = collapsed to a line, z_dim = full) and the mean per-dimension std; NaN for a non-finite z
+    (the script then stops as diverged)."""
+    if not torch.isfinite(z).all():
+        return {"z_effective_rank": float("nan"), "z_std": float("nan")}
     s = torch.linalg.svdvals(z - z.mean(0))
     p = s / s.sum().clamp(min=1e-12)
     effective_rank = torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()).item()

@@ -2,7 +2,10 @@
 with the frozen normalization, projects z to 2-D (PCA and t-SNE) coloured by time step and by gait phase, measures how
 well z predicts the gait phase linearly, and renders a gait filmstrip of the agent.
 
-    python benchmark/latent_viz.py runs/benchmark/ppo_wm/Walker2d-v4__ppo_wm__1__<time>/best.pt --out-dir benchmark/results/E4
+    python benchmark/latent_viz.py runs/benchmark/ppo_wm/Walker2d-v4__ppo_wm__1__<time>/best.pt   # runs/latent_viz/<run>/
+
+Needs the bench extra (scikit-learn, for t-SNE). It never writes over a report: a folder that holds a summary.md is
+refused unless --force (benchmark/results/E4 is the committed one).
 
 Gait phase: the phase angle of the first thigh joint's oscillation, atan2(angular velocity, angle), both standardized
 (obs index 2 and its velocity, for Walker2d, Hopper and HalfCheetah alike).
@@ -25,11 +28,11 @@ def load(path):
     try:
         script = torch.load(path, map_location="cpu", weights_only=True).get("script")
     except Exception as e:
-        sys.exit(f"latent_viz.py: error: cannot read checkpoint {path} ({type(e).__name__})")
+        print(f"latent_viz.py: error: cannot read checkpoint {path} ({type(e).__name__})", file=sys.stderr)
+        sys.exit(2)
     if script not in ("ppo_wm", "ppo_wm_aux"):
-        sys.exit(
-            f"latent_viz.py: error: {path} was written by {script}.py; a world-model script's checkpoint is needed"
-        )
+        print(f"latent_viz.py: error: {path} was written by {script}.py, not a world-model script", file=sys.stderr)
+        sys.exit(2)
     mod = importlib.import_module(script)
     ckpt = mod.load_checkpoint(path)
     a = ckpt["args"]
@@ -98,7 +101,8 @@ def linear_r2(features, phase):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
-    parser.add_argument("--out-dir", default=os.path.join(ROOT, "benchmark", "results", "E4"))
+    parser.add_argument("--out-dir", help="where the figures and summary.md go (default: runs/latent_viz/<run name>)")
+    parser.add_argument("--force", action="store_true", help="write into a folder that holds a report already")
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -107,13 +111,19 @@ def main():
     parser.add_argument("--film-frames", type=int, default=14)
     args = parser.parse_args()
     if not os.path.isfile(args.checkpoint):
-        sys.exit(f"latent_viz.py: error: checkpoint {args.checkpoint} does not exist")
-
+        parser.exit(2, f"latent_viz.py: error: checkpoint {args.checkpoint} does not exist\n")
+    run_name = os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint)))
+    args.out_dir = args.out_dir or os.path.join("runs", "latent_viz", run_name)
+    if os.path.isfile(os.path.join(args.out_dir, "summary.md")) and not args.force:
+        parser.exit(2, f"latent_viz.py: error: {args.out_dir} holds a report: give another --out-dir (or --force)\n")
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        parser.exit(2, 'latent_viz.py: error: t-SNE needs scikit-learn: pip install -e ".[bench]"\n')
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
 
     mod, ckpt, agent, encoder, normalizer = load(args.checkpoint)
     env_id = ckpt["args"]["env_id"]

@@ -4,8 +4,10 @@
 
 Score of a run: mean raw return of its last 100 training episodes (`return_last100` of the last progress.csv row).
 Per task and variant: mean +- std over seeds, interquartile mean (IQM) with a 95% stratified-bootstrap confidence
-interval, probability of improvement over the baseline variant, score at 200k / 500k / 1M steps, wall time and steps/s.
-Runs that stopped short of the requested steps are listed and left out of every statistic.
+interval, probability of improvement over the baseline variant, score at 200k / 500k / 1M (2M, 3M, ...) steps that the
+runs reached, wall time and steps/s. Runs that stopped short of the requested steps, and runs that diverged, are listed
+and left out of every statistic; with fewer than 5 seeds the intervals are not shown. Two runs of one variant, task and
+seed stop the report, and so does a report with fewer runs than the one it would replace (unless --force).
 """
 
 import argparse
@@ -13,12 +15,17 @@ import csv
 import glob
 import json
 import os
-
+import re
 import warnings
 
 import numpy as np
 
-CHECKPOINTS = (200_000, 500_000, 1_000_000)
+CHECKPOINTS = (200_000, 500_000, 1_000_000, 2_000_000, 3_000_000, 5_000_000, 10_000_000)  # those a run reaches
+MIN_SEEDS = 5  # fewer seeds per variant: intervals too wide to mean anything, not shown
+
+
+class ReportError(Exception):
+    """The report would be wrong or would replace a fuller one: one line, nothing written."""
 
 
 def iqm(x):
@@ -66,6 +73,10 @@ def load_runs(variant_dirs):
         if os.path.isfile(progress):
             with open(progress, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r["return_last100"]]
+        diverged = None
+        if os.path.isfile(os.path.join(run_dir, "diverged.json")):
+            with open(os.path.join(run_dir, "diverged.json")) as f:
+                diverged = json.load(f)
         runs.append(
             {
                 "dir": run_dir,
@@ -74,9 +85,21 @@ def load_runs(variant_dirs):
                 "seed": config["seed"],
                 "batch_size": config["batch_size"],
                 "rows": rows,
+                "diverged": diverged,
+                "code": sorted({start["code_sha256"] for start in config.get("trained_with", [])}),
             }
         )
     return runs
+
+
+def runs_in_summary(path):
+    """How many runs an existing summary.md scores: the entries of its per-seed table (0 if there is none)."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        text = f.read()
+    table = text.split("Per-seed scores", 1)[1].split("\n\n", 2)[1] if "Per-seed scores" in text else ""
+    return sum(len(re.findall(r"(?:^|, )\d+: ", line.split("|")[3].strip())) for line in table.splitlines()[2:])
 
 
 def score_at(rows, step):
@@ -117,18 +140,35 @@ def write_report(
     env_ids=None,
     seeds=None,
     threshold=2000,
+    force=False,
 ):
-    """variant_dirs: folders of runs, one per variant; env_ids and seeds, when given, select the runs."""
+    """variant_dirs: folders of runs, one per variant; env_ids and seeds, when given, select the runs. Raises
+    ReportError, before writing anything, on two runs of one seed or when out_dir holds a report of more runs."""
     runs = [
         r
         for r in load_runs(variant_dirs)
         if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)
     ]
-    complete, incomplete = [], []
+    by_key = {}
+    for r in runs:
+        key = (r["variant"], r["env_id"], r["seed"])
+        if key in by_key:
+            raise ReportError(f"two runs of {' '.join(map(str, key))}: {by_key[key]} and {r['dir']}; move one aside")
+        by_key[key] = r["dir"]
+    complete, incomplete, diverged = [], [], []
     for r in runs:
         last, wanted = last_step(r, total_timesteps)
-        (complete if last >= wanted else incomplete).append(r | {"last_step": last, "wanted": wanted})
+        r = r | {"last_step": last, "wanted": wanted}
+        (diverged if r["diverged"] else complete if last >= wanted else incomplete).append(r)
+    summary_path = os.path.join(out_dir, "summary.md")
+    replaced = runs_in_summary(summary_path)
+    if not force and len(complete) < replaced:
+        raise ReportError(
+            f"{summary_path} scores {replaced} runs and this report would score {len(complete)}: nothing written "
+            "(check --runs-root; --force replaces it)"
+        )
     os.makedirs(out_dir, exist_ok=True)
+    checkpoints = [s for s in CHECKPOINTS if s <= total_timesteps]
     tasks = sorted({r["env_id"] for r in complete})
     variants = sorted({r["variant"] for r in complete}, key=lambda v: (v != baseline, v))
     groups = {(t, v): [r for r in complete if r["env_id"] == t and r["variant"] == v] for t in tasks for v in variants}
@@ -145,7 +185,7 @@ def write_report(
         f" P(variant > {baseline}) [95% CI] |" if baseline else ""
     )
     header += (
-        "".join(f" @{s // 1000}k |" for s in CHECKPOINTS)
+        "".join(f" @{s // 1000}k |" for s in checkpoints)
         + f" mean passes {threshold}: step (wall min) | wall min | steps/s |"
     )
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
@@ -155,16 +195,20 @@ def write_report(
             if len(s) == 0:
                 continue
             group = groups[(t, v)]
-            ci = bootstrap_ci([s], iqm, reps)
-            row = f"| {t} | {v} | {len(s)} | {mean_std(s)} | {iqm(s):.0f} [{ci[0]:.0f}, {ci[1]:.0f}] |"
+            lost = sum(r["env_id"] == t and r["variant"] == v for r in diverged)
+            seeds_cell = f"{len(s)}" + (f" (+{lost} diverged)" if lost else "")
+            ci = f"[{', '.join(f'{c:.0f}' for c in bootstrap_ci([s], iqm, reps))}]" if len(s) >= MIN_SEEDS else "–"
+            row = f"| {t} | {v} | {seeds_cell} | {mean_std(s)} | {iqm(s):.0f} {ci} |"
             if baseline:
                 base = scores.get((t, baseline), np.array([]))
                 if v == baseline or len(base) == 0:
                     row += " – |"
+                elif min(len(s), len(base)) < MIN_SEEDS:
+                    row += f" {probability_of_improvement(s, base):.2f}, too few seeds |"
                 else:
                     lo, hi = bootstrap_ci([s, base], probability_of_improvement, reps)
                     row += f" {probability_of_improvement(s, base):.2f} [{lo:.2f}, {hi:.2f}] |"
-            for step in CHECKPOINTS:
+            for step in checkpoints:
                 at = [
                     score_at(r["rows"], step)
                     for r in group
@@ -189,10 +233,17 @@ def write_report(
                     + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in by_seed)
                     + " |"
                 )
+    few = sorted({t for (t, v), s in scores.items() if 0 < len(s) < MIN_SEEDS})
+    if few:
+        lines += [
+            "",
+            f"Too few seeds: {', '.join(few)} has fewer than {MIN_SEEDS} seeds per variant; intervals that wide mean "
+            "nothing, so none is shown there (and no average over tasks).",
+        ]
     if baseline and len(tasks) > 1:
         lines += ["", f"Average probability of improvement over {baseline} across tasks (rliable's aggregate):", ""]
         for v in variants:
-            if v == baseline or not all(len(scores[(t, v)]) and len(scores[(t, baseline)]) for t in tasks):
+            if v == baseline or not all(len(scores[(t, v)]) and len(scores[(t, baseline)]) for t in tasks) or few:
                 continue
             samples = [scores[(t, v)] for t in tasks] + [scores[(t, baseline)] for t in tasks]
             k = len(tasks)
@@ -202,9 +253,26 @@ def write_report(
 
             lo, hi = bootstrap_ci(samples, avg_poi, reps)
             lines.append(f"- {v}: {avg_poi(*samples):.2f} [{lo:.2f}, {hi:.2f}]")
+    if diverged:
+        lines += ["", "Diverged runs (a loss, a parameter or an observation became NaN or infinite), not scored:", ""]
+        lines += [
+            f"- {r['dir']}: {r['diverged']['nonfinite']} at step {r['diverged']['global_step']:,}" for r in diverged
+        ]
     if incomplete:
         lines += ["", "Incomplete runs, left out of every number above:", ""]
         lines += [f"- {r['dir']}: {r['last_step']:,} of {r['wanted']:,} steps" for r in incomplete]
+    versions = {}
+    for r in complete:
+        versions.setdefault(r["variant"], {}).setdefault(", ".join(r["code"]) or "not recorded", []).append(r)
+    if any(code != "not recorded" for by_code in versions.values() for code in by_code):
+        lines += [
+            "",
+            "Code the scored runs were trained with (sha256 of the script and wm_common.py, from config.json):",
+        ]
+        lines += [""] + [
+            f"- {v}: " + "; ".join(f"{code} ({len(rs)} runs)" for code, rs in by_code.items())
+            for v, by_code in versions.items()
+        ]
     if complete:
         plot_curves(complete, tasks, variants, total_timesteps, os.path.join(out_dir, "learning_curves.png"), reps)
         lines += [
@@ -213,10 +281,10 @@ def write_report(
             "",
             "Curves: mean over seeds of the last-100-episode return, band = 95% bootstrap CI of the mean.",
         ]
-    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+    with open(summary_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return scores, incomplete
+    return scores, incomplete + diverged
 
 
 def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
@@ -258,18 +326,23 @@ def main(argv=None):
     parser.add_argument("--baseline", help="variant the others are compared with (default: the first folder's)")
     parser.add_argument("--seeds", type=int, nargs="+", help="report only these seeds (default: all in the folders)")
     parser.add_argument("--env-ids", nargs="+", help="report only these tasks (default: all in the folders)")
+    parser.add_argument("--force", action="store_true", help="replace a report of more runs than this one")
     args = parser.parse_args(argv)
     for d in args.variant_dirs:
         if not os.path.isdir(d):
             parser.error(f"{d} is not a folder")
-    write_report(
-        args.variant_dirs,
-        args.out_dir,
-        args.total_timesteps,
-        args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])),
-        env_ids=args.env_ids,
-        seeds=args.seeds,
-    )
+    try:
+        write_report(
+            args.variant_dirs,
+            args.out_dir,
+            args.total_timesteps,
+            args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])),
+            env_ids=args.env_ids,
+            seeds=args.seeds,
+            force=args.force,
+        )
+    except ReportError as e:
+        parser.exit(2, f"report.py: error: {e}\n")
 
 
 if __name__ == "__main__":

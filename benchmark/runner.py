@@ -12,23 +12,37 @@ its flags; a name that is not a built-in experiment makes a new one from the var
 
 Runs live in one pool, <runs-root>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
 --exp-name set to the variant), so experiments share runs of the same configuration: E2's z_dim 32 and E3's alpha 0.01
-are E1's ppo_wm and ppo_wm_aux runs. Finished runs are skipped; a run with a checkpoint that has not reached its steps is
-continued with --resume. A finished or started run is only reused if its config.json matches what the script would now
-run (its Args with the flags; the keys that do not change training are not compared), so a changed default never mixes
-old runs into a new result: the runner stops and says which key differs. A failed run never disappears: the others
-finish, then each failed command is printed with its log path and the runner exits 1. Ctrl-C or a kill of the runner
-passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at once),
-none is left running, and the same command resumes them.
+are E1's ppo_wm and ppo_wm_aux runs. Extra flags make another pool, and so does another length than 1M steps (with an
+annealed learning rate the schedule depends on it). Finished runs are skipped; a run with a checkpoint that has not
+reached its steps is continued with --resume. A finished or started run is only reused if its config.json matches what
+the script would now run (its Args with the flags; the keys that do not change training are not compared) and was
+trained for these steps, so a changed default never mixes old runs into a new result: the runner stops and says which
+key differs. config.json records the code each run was trained with: runs of a built-in script made by another version
+of it are reused with a line that says so; runs of a copied script are refused unless --reuse-changed-scripts.
+
+Each run is claimed before it starts (an flock on <pool>/.<run>.lock, held by the run's process and released by the OS
+when it ends), locally and in each Slurm array task alike: a second runner on the same pool skips the runs another
+holds, says so, and waits for them before its report; a Slurm task decides new or --resume under its claim, so a
+requeued task resumes its run. A run that diverged (diverged.json) is listed, never resumed or scored. A failed run
+never disappears: the others finish, then each failed command is printed with its log path. Ctrl-C or a kill of the
+runner passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at
+once), none is left running, and the same command resumes them.
+
+The report goes to benchmark/results/<experiment>/ for E1-E7 and beside the runs (<runs-root>/reports/) for a new
+experiment; it never replaces a report of more runs unless --force. Exit codes: 0 done, 1 a run failed, 2 bad input or
+a refusal (nothing written), 3 a run diverged, 128+N stopped by signal N.
 """
 
 import argparse
 import csv
 import dataclasses
+import fcntl
 import glob
 import importlib.util
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,15 +121,23 @@ def parse_variant(spec):
     return name, os.path.abspath(script), flags
 
 
-def pool_name(variant, extra):
-    """The pool directory of a variant: runs with extra flags are another configuration, never E1's finished runs.
-    --num-env-threads does not change results (tested), so it does not make a new configuration."""
+# flags that change no training row, so make no pool: env threads (tested) and where the metrics also go
+NOT_A_CONFIGURATION = ("--num-env-threads", "--track", "--wandb-project-name", "--wandb-entity")
+
+
+def pool_name(variant, extra, total_timesteps=STEPS):
+    """The pool directory of a variant: runs with extra flags are another configuration, never E1's finished runs, and
+    so are runs of another length than 1M (plan() passes it where an annealed learning rate depends on it). The flags
+    in NOT_A_CONFIGURATION do not change results, so they do not make a new configuration."""
     tokens = []
     for i, t in enumerate(extra):
-        if t.startswith("--num-env-threads") or (i > 0 and extra[i - 1] == "--num-env-threads"):
+        value_of_one = i > 0 and extra[i - 1] in NOT_A_CONFIGURATION and extra[i - 1] != "--track"
+        if t.split("=")[0] in NOT_A_CONFIGURATION or value_of_one:
             continue
         tokens.append(t.lstrip("-").replace("/", "_"))
-    return "+".join([variant, *tokens]) if tokens else variant
+    if total_timesteps != STEPS:
+        tokens += ["total-timesteps", str(total_timesteps)]
+    return "+".join([variant, *tokens])
 
 
 def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, variants=None):
@@ -126,7 +148,9 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, 
         for env_id in env_ids or default_tasks:
             for spec in variants or all_variants:
                 name, script, flags = parse_variant(spec)
-                variant = pool_name(name, extra)
+                # the length is part of the configuration where the learning-rate schedule depends on it
+                constant_lr = "--no-anneal-lr" in flags + extra
+                variant = pool_name(name, extra, STEPS if constant_lr else total_timesteps)
                 runs_dir = os.path.join(runs_root, variant)
                 base = [python, script]
                 fresh = base + [
@@ -167,6 +191,9 @@ NON_TRAINING_KEYS = {
     "runs_dir",
     "total_timesteps",
     "num_env_threads",
+    "track",
+    "wandb_project_name",
+    "wandb_entity",
     "status_interval",
     "checkpoint_interval",
     "eval_interval",
@@ -187,43 +214,70 @@ ADDED_KEYS = {"wm_horizon": 1, "wm_reward_weight": 0.0, "wm_target_tau": 1.0}  #
 # flags removed from the scripts, with the value the scripts now hard-code: a run made with another value is another
 # configuration (torch_threads and status_interval did not change training rows)
 RETIRED_KEYS = {"init_action_std": 1.0, "critic_width": 64, "compile": False, "torch_deterministic": True}
-_expected_configs = {}
+_expected_configs, _modules = {}, {}
+_reused_other_code = {}  # pool -> runs of a built-in script made by another version of it (said once, then reused)
+BUILT_IN_SCRIPTS = {os.path.join(ROOT, f"{script}.py") for script, _ in VARIANTS.values()}
 
 
 class StaleRun(Exception):
     pass
 
 
+def script_module(script):
+    """The script imported as a module (again when it is edited), for its Args and its code_sha256()."""
+    key = (script, os.stat(script).st_mtime_ns)
+    if key not in _modules:
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)  # a copied script imports wm_common
+        module_name = f"_variant_{abs(hash(key))}"
+        spec = importlib.util.spec_from_file_location(module_name, script)
+        sys.modules[module_name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[module_name])
+        _modules[key] = sys.modules[module_name]
+    return _modules[key]
+
+
 def expected_config(run):
     """The config.json keys a fresh run of this command would write, from the script's own Args and the flags."""
     key = (os.stat(run["script"]).st_mtime_ns, *run["fresh"][1:])  # an edited script is read again
     if key not in _expected_configs:
-        if ROOT not in sys.path:
-            sys.path.insert(0, ROOT)  # a copied script imports wm_common
-        module_name = f"_variant_{abs(hash(key[:2]))}"
-        if module_name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(module_name, run["script"])
-            sys.modules[module_name] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sys.modules[module_name])
-        args = tyro.cli(sys.modules[module_name].Args, args=run["fresh"][2:])
+        args = tyro.cli(script_module(run["script"]).Args, args=run["fresh"][2:])
         _expected_configs[key] = json.loads(json.dumps(dataclasses.asdict(args)))
     return _expected_configs[key]
 
 
-def check_config(run, run_dir, saved):
+def check_config(run, run_dir, saved, reuse_changed_scripts=False):
+    script = os.path.basename(run["script"])
     for k, v in RETIRED_KEYS.items():
         if saved.get(k, v) != v:
             raise StaleRun(
-                f"{run_dir} was made with {k}={saved[k]!r}, a flag {os.path.basename(run['script'])} no longer has (it runs {k}={v!r}): "
+                f"{run_dir} was made with {k}={saved[k]!r}, a flag {script} no longer has (it runs {k}={v!r}): "
                 f"move {run['runs_dir']} aside"
             )
     for k, v in expected_config(run).items():
         made_with = saved.get(k, ADDED_KEYS.get(k))
         if k not in NON_TRAINING_KEYS and made_with != v:
             raise StaleRun(
-                f"{run_dir} was made with {k}={made_with!r} but {os.path.basename(run['script'])} now runs {k}={v!r} (a changed default?): "
+                f"{run_dir} was made with {k}={made_with!r} but {script} now runs {k}={v!r} (a changed default?): "
                 f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra"
             )
+    # an annealed learning rate is stretched over the run's steps: a run of other steps, or one extended, is another run
+    lengths = {saved["total_timesteps"]} | {start["total_timesteps"] for start in saved.get("trained_with", [])}
+    wanted = run["total_timesteps"]
+    if (saved.get("anneal_lr", True) and lengths != {wanted}) or max(lengths) > wanted:
+        raise StaleRun(
+            f"{run_dir} was trained for {' then '.join(f'{n:,}' for n in sorted(lengths))} steps, not {wanted:,}; "
+            f"with an annealed learning rate that is another schedule: move {run['runs_dir']} aside"
+        )
+    made_by = {start["code_sha256"] for start in saved.get("trained_with", [])}
+    code = getattr(script_module(run["script"]), "code_sha256", None)
+    if made_by and code and made_by != {code()}:
+        if run["script"] not in BUILT_IN_SCRIPTS and not reuse_changed_scripts:
+            raise StaleRun(
+                f"{run_dir} was trained by another version of {script} (code {', '.join(sorted(made_by))}, now "
+                f"{code()}): move {run['runs_dir']} aside to rerun, or pass --reuse-changed-scripts to keep it"
+            )
+        _reused_other_code.setdefault(run["runs_dir"], set()).add(run_dir)
 
 
 def check_pool(run, write=False):
@@ -242,19 +296,27 @@ def check_pool(run, write=False):
             json.dump(made, f)
 
 
-def run_state(run):
-    """('done' | 'resume' | 'new', run_dir or None), from what is on disk."""
-    dirs = sorted(
-        d
-        for d in glob.glob(os.path.join(run["runs_dir"], f"{run['name']}__*"))
-        if os.path.isfile(os.path.join(d, "checkpoint.pt"))
-    )
-    if not dirs:
+def run_dirs(run):
+    """The run's directories in its pool: those that got somewhere (a checkpoint or a divergence record), and those
+    that died before either."""
+    dirs = sorted(glob.glob(os.path.join(run["runs_dir"], f"{run['name']}__*")))
+    started = [d for d in dirs if any(os.path.isfile(os.path.join(d, f)) for f in ("checkpoint.pt", "diverged.json"))]
+    return started, [d for d in dirs if d not in started]
+
+
+def run_state(run, reuse_changed_scripts=False):
+    """('done' | 'diverged' | 'resume' | 'new', run_dir or None), from what is on disk."""
+    started, _ = run_dirs(run)
+    if len(started) > 1:
+        raise StaleRun(f"two runs of {run['name']}: {started[0]} and {started[1]}; move one aside")
+    if not started:
         return "new", None
-    run_dir = dirs[-1]
+    run_dir = started[0]
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    check_config(run, run_dir, config)
+    check_config(run, run_dir, config, reuse_changed_scripts)
+    if os.path.isfile(os.path.join(run_dir, "diverged.json")):
+        return "diverged", run_dir
     batch = config["batch_size"]
     with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
@@ -262,41 +324,108 @@ def run_state(run):
     return ("done" if last_step >= (run["total_timesteps"] // batch) * batch else "resume"), run_dir
 
 
-def command(run):
-    state, run_dir = run_state(run)
-    if state == "done":
-        return None
+def peek_state(run, reuse_changed_scripts=False):
+    """run_state of a run no other runner holds, else ('held', None): a run in training is not read half-written."""
+    if not os.path.exists(lock_path(run)):  # never claimed: no runner is writing it (and a dry run writes nothing)
+        return run_state(run, reuse_changed_scripts)
+    fd = claim(run)
+    if fd is None:
+        return "held", None
+    try:
+        return run_state(run, reuse_changed_scripts)
+    finally:
+        os.close(fd)
+
+
+def command(run, state, run_dir):
+    """The command that brings the run to its steps, or None when it has ended (finished or diverged)."""
     if state == "resume":
         return run["base"] + ["--resume", run_dir, "--total-timesteps", str(run["total_timesteps"])]
-    return run["fresh"]
+    return run["fresh"] if state == "new" else None
 
 
-def run_local(runs, workers, logs_dir):
+def lock_path(run):
+    return os.path.join(run["runs_dir"], f".{run['name']}.lock")
+
+
+def claim(run):
+    """An exclusive lock on the run (flock on <pool>/.<run>.lock), so that two runners never train one run. The run's
+    process inherits it and the OS releases it when that process ends, even if the runner was killed. None if another
+    runner holds it."""
+    os.makedirs(run["runs_dir"], exist_ok=True)
+    fd = os.open(lock_path(run), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def set_aside_dead(run):
+    """Under the run's claim: its directories that died before a first checkpoint move to <pool>/.died/, so that the
+    run starts afresh in one directory and the report never meets them."""
+    for run_dir in run_dirs(run)[1]:
+        os.makedirs(os.path.join(run["runs_dir"], ".died"), exist_ok=True)
+        os.replace(run_dir, os.path.join(run["runs_dir"], ".died", os.path.basename(run_dir)))
+
+
+def divergence(run_dir):
+    with open(os.path.join(run_dir, "diverged.json")) as f:
+        d = json.load(f)
+    return f"{d['nonfinite']} became NaN or infinite at step {d['global_step']:,}"
+
+
+def run_local(runs, workers, logs_dir, reuse_changed_scripts=False):
     os.makedirs(logs_dir, exist_ok=True)
-    todo = [(r, command(r)) for r in runs]
-    skipped = sum(cmd is None for _, cmd in todo)
-    todo = [(r, cmd) for r, cmd in todo if cmd is not None]
-    print(f"{len(runs)} runs: {skipped} already finished, {len(todo)} to run on {workers} workers", flush=True)
+    states = [peek_state(r, reuse_changed_scripts) for r in runs]
+    ended = [(r, run_dir) for r, (state, run_dir) in zip(runs, states) if state in ("done", "diverged")]
+    todo = [r for r, (state, _) in zip(runs, states) if state not in ("done", "diverged")]
+    diverged = [(r, run_dir) for r, (state, run_dir) in zip(runs, states) if state == "diverged"]
+    print(f"{len(runs)} runs: {len(ended)} already finished, {len(todo)} to run on {workers} workers", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    running, failed, done, start, last_report = [], [], skipped, time.time(), 0.0
+    running, held, failed, done, start, last_report, last_retry = [], [], [], len(ended), time.time(), 0.0, 0.0
+    durations = []  # seconds of each run that ended in this session: the estimate of the time left
     # Ctrl-C or a kill stops the runs, never orphans them: each run gets SIGTERM, checkpoints at the end of its iteration
     # and exits; rerunning the same command resumes them. Set explicitly: a runner started with & inherits SIGINT ignored.
-    stop_signal, forwarded, stopped = [], 0, 0
+    stop_signal, forwarded, stopped, said_held = [], 0, 0, set()
     previous_handlers = {
         sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        while (todo and not stop_signal) or running:
+        while ((todo or held) and not stop_signal) or running:
+            if held and not todo and time.time() - last_retry > 5:  # runs another runner holds: ours once it lets go
+                todo, held, last_retry = held, [], time.time()
             while todo and not stop_signal and len(running) < workers:
-                run, cmd = todo.pop(0)
+                run = todo.pop(0)
+                fd = claim(run)
+                if fd is None:
+                    if run["name"] not in said_held:
+                        said_held.add(run["name"])
+                        print(f"{run['variant']}/{run['name']}: another runner holds it; waiting for it", flush=True)
+                    held.append(run)
+                    continue
+                try:
+                    state, run_dir = run_state(run, reuse_changed_scripts)  # under the claim: another may have run it
+                except StaleRun as e:
+                    os.close(fd)
+                    failed.append((run["fresh"], str(e), 2))
+                    continue
+                if state in ("done", "diverged"):
+                    os.close(fd)
+                    done += 1
+                    diverged += [(run, run_dir)] if state == "diverged" else []
+                    continue
+                set_aside_dead(run)
+                cmd = command(run, state, run_dir)
                 log_path = os.path.join(logs_dir, f"{run['name']}.log")
                 log = open(log_path, "a")
                 log.write(f"$ {shlex.join(cmd)}\n")
                 log.flush()
-                running.append(
-                    (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT), cmd, log_path, log)
-                )
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, pass_fds=(fd,))
+                os.close(fd)  # the run's process holds the claim now
+                running.append((proc, cmd, log_path, log, run, time.time()))
             time.sleep(0.5)
             if (
                 len(stop_signal) > forwarded
@@ -305,67 +434,105 @@ def run_local(runs, workers, logs_dir):
                 for proc, *_ in running:
                     proc.send_signal(signal.SIGTERM if forwarded == 1 else signal.SIGINT)
             for item in list(running):
-                proc, cmd, log_path, log = item
+                proc, cmd, log_path, log, run, started = item
                 if proc.poll() is not None:
                     running.remove(item)
                     log.close()
-                    if proc.returncode == 0:
+                    if proc.returncode in (0, 3):
                         done += 1
+                        durations.append(time.time() - started)
+                        diverged += [(run, run_state(run, reuse_changed_scripts)[1])] if proc.returncode == 3 else []
                     elif not stop_signal:
-                        failed.append((cmd, log_path, proc.returncode))
-            if time.time() - last_report > 30 or not (todo or running):
+                        failed.append((cmd, f"log: {log_path}", proc.returncode))
+            if time.time() - last_report > 30 or not (todo or running or held):
                 last_report = time.time()
+                left = ""
+                if durations and (todo or running or held):  # from the runs that ended in this session
+                    mean = sum(durations) / len(durations)
+                    work = mean * (len(todo) + len(held)) + sum(max(mean - (time.time() - r[5]), 0) for r in running)
+                    left = f"  about {work / workers / 60:.0f} min left"
                 print(
-                    f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  failed {len(failed)}  "
-                    f"elapsed {(time.time() - start) / 60:.1f} min",
+                    f"[{time.strftime('%H:%M:%S')}] done {done}/{len(runs)}  running {len(running)}  "
+                    + (f"held by another runner {len(held)}  " if held else "")
+                    + f"failed {len(failed)}  "
+                    + (f"diverged {len(diverged)}  " if diverged else "")
+                    + f"elapsed {(time.time() - start) / 60:.1f} min{left}",
                     flush=True,
                 )
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    for cmd, log_path, rc in failed:
-        print(f"FAILED (exit {rc}): {shlex.join(cmd)}\n  log: {log_path}", file=sys.stderr)
+    for cmd, where, rc in failed:
+        print(f"FAILED (exit {rc}): {shlex.join(cmd)}\n  {where}", file=sys.stderr)
+    for run, run_dir in diverged:
+        print(f"DIVERGED: {run_dir}: {divergence(run_dir)} (not run again; the report lists it)", file=sys.stderr)
     if stop_signal:
         print(
-            f"runner.py: stopped by signal {stop_signal[0]}: {stopped} runs stopped, {len(todo)} not started; the same command "
-            "resumes them from their checkpoints",
+            f"runner.py: stopped by signal {stop_signal[0]}: {stopped} runs stopped, {len(todo) + len(held)} not "
+            "started; the same command resumes them from their checkpoints",
             file=sys.stderr,
         )
         return 128 + stop_signal[0]
-    return 1 if failed else 0
+    return 1 if failed else 3 if diverged else 0
 
 
-def submit_slurm(runs, slurm_dir, max_running, sbatch_args):
-    """One array task per run; Slurm does the scheduling. Commands are decided (new or --resume) at submission."""
-    cmds = [c for c in (command(r) for r in runs) if c is not None]
-    if not cmds:
+def submit_slurm(runs, slurm_dir, max_running, sbatch_args, python, reuse_changed_scripts=False):
+    """One array task per run that is not finished. Each task claims its run and decides new or --resume when it
+    starts (slurm_task), so a requeued or preempted task resumes its run and a run another runner holds is skipped."""
+    todo = [r for r in runs if peek_state(r, reuse_changed_scripts)[0] not in ("done", "diverged")]
+    if not todo:
         print("all runs already finished")
         return 0
+    if shutil.which("sbatch") is None:
+        print("runner.py: error: sbatch not found: --slurm submits from a machine with Slurm", file=sys.stderr)
+        return 2
     os.makedirs(os.path.join(slurm_dir, "logs"), exist_ok=True)
-    commands_file = os.path.join(slurm_dir, f"commands-{int(time.time())}.txt")
-    with open(commands_file, "w") as f:
-        f.writelines(shlex.join(c) + "\n" for c in cmds)
+    runs_file = os.path.join(slurm_dir, f"runs-{int(time.time())}.jsonl")
+    with open(runs_file, "w") as f:
+        f.writelines(json.dumps(r | {"reuse_changed_scripts": reuse_changed_scripts}) + "\n" for r in todo)
     script = os.path.join(slurm_dir, "array.sbatch")
     with open(script, "w") as f:
         f.write(f"""#!/bin/bash
 #SBATCH --job-name=lightworld
-#SBATCH --array=1-{len(cmds)}%{max_running}
+#SBATCH --array=1-{len(todo)}%{max_running}
 #SBATCH --cpus-per-task=1
 #SBATCH --output={slurm_dir}/logs/%A_%a.out
 export OMP_NUM_THREADS=1
-cmd=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {shlex.quote(commands_file)})
-echo "$ $cmd"
-eval "$cmd"
+exec {shlex.quote(python)} {shlex.quote(os.path.abspath(__file__))} --slurm-task {shlex.quote(runs_file)} "$SLURM_ARRAY_TASK_ID"
 """)
     out = subprocess.run(["sbatch", "--parsable", *sbatch_args, script], capture_output=True, text=True)
     if out.returncode != 0:
         print(f"runner.py: error: sbatch failed: {out.stderr.strip()}", file=sys.stderr)
         return 1
     print(
-        f"submitted job array {out.stdout.strip()} with {len(cmds)} runs; logs in {slurm_dir}/logs; "
+        f"submitted job array {out.stdout.strip()} with {len(todo)} runs; logs in {slurm_dir}/logs; "
         f"rerun this command after it finishes to resume failed runs, then --report-only"
     )
     return 0
+
+
+def slurm_task(runs_file, index):
+    """One array task: claims its run, decides new or --resume under the claim, then becomes the run's process, which
+    keeps the claim until it exits."""
+    with open(runs_file) as f:
+        run = json.loads(f.readlines()[index - 1])
+    fd = claim(run)
+    if fd is None:
+        print(f"{run['name']}: another runner holds it; skipped")
+        return 0
+    try:
+        state, run_dir = run_state(run, run["reuse_changed_scripts"])
+    except StaleRun as e:
+        print(f"runner.py: error: {e}", file=sys.stderr)
+        return 2
+    cmd = command(run, state, run_dir)
+    if cmd is None:
+        print(f"{run['name']}: {'finished' if state == 'done' else 'diverged'} already")
+        return 0
+    set_aside_dead(run)
+    print(f"$ {shlex.join(cmd)}", flush=True)
+    os.set_inheritable(fd, True)
+    os.execv(cmd[0], cmd)
 
 
 def main(argv=None):
@@ -385,7 +552,14 @@ def main(argv=None):
     parser.add_argument(
         "--runs-root", default=os.path.join(ROOT, "runs", "benchmark"), help="the pool of runs of all experiments"
     )
-    parser.add_argument("--results-dir", default=os.path.join(ROOT, "benchmark", "results"))
+    parser.add_argument(
+        "--results-dir",
+        help="where the report's folder goes (default: benchmark/results for E1-E7, <runs-root>/reports for a new one)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace a report that holds more runs than the new one")
+    parser.add_argument(
+        "--reuse-changed-scripts", action="store_true", help="reuse runs that another version of a copied script made"
+    )
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--extra", default="", help="extra flags for every run, e.g. '--num-envs 8'")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -394,6 +568,7 @@ def main(argv=None):
     parser.add_argument(
         "--sbatch-args", default="", help="extra sbatch arguments, e.g. '--partition=cpu --time=2:00:00'"
     )
+    parser.add_argument("--slurm-task", nargs=2, help=argparse.SUPPRESS)  # RUNS_FILE INDEX: one task of the array
     parser.add_argument("--report-only", action="store_true", help="only write the report of existing runs")
     parser.add_argument("--no-report", action="store_true")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -402,11 +577,17 @@ def main(argv=None):
         i = argv.index("--extra")
         argv[i : i + 2] = [f"--extra={argv[i + 1]}"]
     args = parser.parse_args(argv)
+    if args.slurm_task:
+        return slurm_task(args.slurm_task[0], int(args.slurm_task[1]))
     if args.experiment not in EXPERIMENTS and not args.variants:
         parser.error(f"--experiment {args.experiment} is not one of {', '.join(EXPERIMENTS)}: give its --variants")
     all_variants, default_tasks, default_seeds, default_steps = experiment_defaults(args.experiment)
     args.seeds = args.seeds or default_seeds
     args.total_timesteps = args.total_timesteps or default_steps
+    built_in = args.experiment in EXPERIMENTS
+    args.results_dir = args.results_dir or (
+        os.path.join(ROOT, "benchmark", "results") if built_in else os.path.join(args.runs_root, "reports")
+    )
     variants = args.variants or all_variants
     try:
         names = [parse_variant(v)[0] for v in variants]
@@ -421,17 +602,22 @@ def main(argv=None):
     runs = plan(
         args.experiment, args.env_ids, args.seeds, args.total_timesteps, args.runs_root, args.python, extra, variants
     )
+    _reused_other_code.clear()
     try:
         for r in runs:
-            check_pool(r, write=not args.dry_run)
-            run_state(r)
+            check_pool(r, write=not (args.dry_run or args.report_only))
+            peek_state(r, args.reuse_changed_scripts)
     except StaleRun as e:
         print(f"runner.py: error: {e}", file=sys.stderr)
         return 2
+    for pool, run_dirs_ in _reused_other_code.items():
+        print(f"runner.py: {len(run_dirs_)} runs in {pool} were made by another version of its script; reused")
     if args.dry_run:
         for r in runs:
-            cmd = command(r)
-            print(f"# {r['name']}: finished" if cmd is None else shlex.join(cmd))
+            state, run_dir = peek_state(r, args.reuse_changed_scripts)
+            cmd = command(r, state, run_dir)
+            what = {"done": "finished", "held": "held by another runner"}.get(state, state)
+            print(f"# {r['name']}: {what}" if cmd is None else shlex.join(cmd))
         return 0
     if args.slurm:
         return submit_slurm(
@@ -439,24 +625,33 @@ def main(argv=None):
             os.path.join(args.runs_root, f"slurm-{args.experiment}"),
             args.slurm_max_running,
             shlex.split(args.sbatch_args),
+            args.python,
+            args.reuse_changed_scripts,
         )
-    rc = 0 if args.report_only else run_local(runs, args.workers, os.path.join(args.runs_root, "logs"))
+    logs = os.path.join(args.runs_root, "logs")
+    rc = 0 if args.report_only else run_local(runs, args.workers, logs, args.reuse_changed_scripts)
     if not args.no_report:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import report
 
-        pools = [pool_name(v, extra) for v in names]
+        pools = list(dict.fromkeys(r["variant"] for r in runs))  # the variants' pools, baseline first
         subset = all_variants is not None and variants != all_variants  # never overwrite the full report
         name = "+".join([args.experiment, *names]) if subset else args.experiment
-        report.write_report(
-            [os.path.join(args.runs_root, p) for p in pools],
-            os.path.join(args.results_dir, pool_name(name, extra)),
-            args.total_timesteps,
-            baseline=pools[0],
-            title=args.experiment,
-            env_ids=args.env_ids or default_tasks,
-            seeds=args.seeds,
-        )
+        steps = STEPS if args.total_timesteps == default_steps else args.total_timesteps  # E7's 3M: just "E7"
+        try:
+            report.write_report(
+                [os.path.join(args.runs_root, p) for p in pools],
+                os.path.join(args.results_dir, pool_name(name, extra, steps)),
+                args.total_timesteps,
+                baseline=pools[0],
+                title=args.experiment,
+                env_ids=args.env_ids or default_tasks,
+                seeds=args.seeds,
+                force=args.force,
+            )
+        except report.ReportError as e:
+            print(f"runner.py: error: {e}", file=sys.stderr)
+            return 2
     return rc
 
 

@@ -6,6 +6,7 @@
     python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra="--update-epochs 15"   # each script with a flag
     python benchmark/speed.py --reference ../old-checkout       # each script also as it is in another checkout
     python benchmark/speed.py --pairs                           # the runner's mode: two runs side by side, one per core
+    python benchmark/speed.py --scripts ppo_wm mine=my_wm.py    # a copied script beside the one it was copied from
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
@@ -203,8 +204,7 @@ def main():
         "--scripts",
         nargs="+",
         default=SCRIPTS,
-        choices=SCRIPTS,
-        help="a script named twice runs twice (ppo_continuous twice: the noise left between identical runs)",
+        help=f"{', '.join(SCRIPTS)} or NAME=SCRIPT.py (a copied script); one named twice runs twice (the noise left)",
     )
     parser.add_argument("--extra", default="", help="extra flags for every script, e.g. '--num-env-threads 1'")
     parser.add_argument(
@@ -223,6 +223,16 @@ def main():
 
     if args.steps < 1 or args.repeats < 1 or args.slice <= 0 or args.raw_slice <= 0 or args.raw_num_envs < 1:
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
+    script_paths = {}
+    for spec in args.scripts:
+        name, _, path = spec.partition("=")
+        script_paths[spec] = os.path.abspath(path) if path else os.path.join(ROOT, f"{name}.py")
+        if not (name in SCRIPTS or path) or not (
+            script_paths[spec].endswith(".py") and os.path.isfile(script_paths[spec])
+        ):
+            parser.error(f"--scripts {spec}: name one of {', '.join(SCRIPTS)} or give NAME=SCRIPT.py of a script here")
+    args.scripts = [spec.partition("=")[0] for spec in args.scripts]
+    script_paths = {spec.partition("=")[0]: path for spec, path in script_paths.items()}
     # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: the noise left)
     labels = [
         name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}"
@@ -233,12 +243,15 @@ def main():
     if args.variant_extra:
         labels += [f"{label} {args.variant_extra}" for label in labels]
         scripts, flags = scripts * 2, flags + [args.extra.split() + args.variant_extra.split()] * len(scripts)
-    paths = [os.path.join(ROOT, f"{name}.py") for name in scripts]
+    paths = [script_paths[name] for name in scripts]
     if args.reference:  # each script again from the other checkout: the ratio of the same turns of the same machine
-        if not all(os.path.isfile(os.path.join(args.reference, f"{name}.py")) for name in scripts):
-            parser.error(f"--reference {args.reference} has not all of {' '.join(sorted(set(scripts)))}")
+        references = [os.path.join(os.path.abspath(args.reference), os.path.basename(path)) for path in paths]
+        if not all(os.path.isfile(path) for path in references):
+            parser.error(
+                f"--reference {args.reference} has not all of {' '.join(sorted(set(map(os.path.basename, paths))))}"
+            )
         labels += [f"{label} @reference" for label in labels]
-        paths += [os.path.join(os.path.abspath(args.reference), f"{name}.py") for name in scripts]
+        paths += references
         scripts, flags = scripts * 2, flags * 2
     signal.signal(
         signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum)

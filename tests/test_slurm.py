@@ -60,8 +60,8 @@ def test_slurm_job_array_runs_every_run_and_aggregates(tmp_path, capsys):
     # the outputs aggregate like local runs, and a second submission finds nothing left to do
     assert runner.main([*common, "--report-only"]) == 0
     extra = TINY_EXTRA.split()  # runs with extra flags have their own pools and report (runner.pool_name)
-    summary = (tmp_path / "results" / runner.pool_name("E1", extra) / "summary.md").read_text()
+    summary = (tmp_path / "results" / runner.pool_name("E1", extra, 256) / "summary.md").read_text()
     for variant in ("ppo", "ppo_wm", "ppo_wm_aux"):
-        assert f"| Hopper-v4 | {runner.pool_name(variant, extra)} | 2 |" in summary
+        assert f"| Hopper-v4 | {runner.pool_name(variant, extra, 256)} | 2 |" in summary
     assert runner.main([*common, "--slurm"]) == 0
     assert "all runs already finished" in capsys.readouterr().out

@@ -15,7 +15,7 @@ def test_end_to_end_outputs(name, finished_runs):
     assert run_dir.name.startswith(f"Hopper-v4__{name}__1__")  # CleanRL run name: env__exp__seed__time
     config = json.loads((run_dir / "config.json").read_text())
     assert config["env_id"] == "Hopper-v4" and config["num_envs"] == 4 and config["batch_size"] == BATCH
-    assert set(config) == {f.name for f in script(name).dataclasses.fields(script(name).Args)}
+    assert set(config) == {f.name for f in script(name).dataclasses.fields(script(name).Args)} | {"trained_with"}
 
     rows = read_progress(run_dir)
     assert [int(r["global_step"]) for r in rows] == [BATCH, 2 * BATCH, 3 * BATCH]
