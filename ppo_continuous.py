@@ -3,7 +3,9 @@
 import contextlib
 import csv
 import dataclasses
+import glob
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -38,6 +40,9 @@ class Args:
     exp_name: str = SCRIPT  # the name of this experiment (part of the run name)
     seed: int = 1  # seed of the experiment
     cuda: bool = False  # use CUDA when available
+    track: bool = False  # also log metrics, flags and evaluation videos to Weights & Biases (pip install -e ".[track]")
+    wandb_project_name: str = "mujoco-lightworld"  # the Weights & Biases project
+    wandb_entity: str | None = None  # the Weights & Biases entity (team or user; default: yours)
     runs_dir: str = "runs"  # root folder of run directories
 
     env_id: str = "Walker2d-v4"  # the id of the Gymnasium environment (continuous actions)
@@ -117,6 +122,8 @@ def check_args(args):
         raise UsageError("--eval-episodes must be at least 1 and --eval-interval at least 0")
     if min(args.checkpoint_interval, args.video_interval, args.snapshot_interval) < 1:
         raise UsageError("--checkpoint-interval, --video-interval and --snapshot-interval must be at least 1")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise UsageError('--track needs wandb: pip install -e ".[track]"')
     if args.env_id not in gym.registry:
         raise UsageError(f"unknown --env-id {args.env_id!r}: not a registered Gymnasium environment")
     space = gym.make(args.env_id).action_space
@@ -398,17 +405,38 @@ def save_snapshot(snapshot_dir, t, frame, reward, action, info):
 
 class Logger:
     """Writes one dict of metrics per iteration to TensorBoard (the keys are the tags), progress.csv (the column is
-    the tag's last part) and a line to the console and training_status.log."""
+    the tag's last part), a line to the console and training_status.log and, with --track, Weights & Biases."""
 
-    def __init__(self, run_dir, resume_step=None):
+    def __init__(self, run_dir, args, resume_step=None):
         self.writer = SummaryWriter(run_dir, purge_step=None if resume_step is None else resume_step + 1)
         self.run_dir, self.csv_path, self.resume_step = run_dir, os.path.join(run_dir, "progress.csv"), resume_step
         self.status, self.columns = open(os.path.join(run_dir, "training_status.log"), "a"), None
+        self.wandb, self.videos = None, set(glob.glob(os.path.join(run_dir, "videos", "*.mp4")))  # logged already
+        if args.track:  # the run's id comes from its directory, so that --resume continues the same W&B run
+            import wandb
+
+            run_name = os.path.basename(os.path.normpath(run_dir))
+            run_id = hashlib.sha256(run_name.encode()).hexdigest()[:16]
+            self.wandb = wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                name=run_name,
+                id=run_id,
+                resume="allow",
+                config=dataclasses.asdict(args),
+                dir=run_dir,
+            )
 
     def write(self, global_step, total_steps, metrics):
         for tag, value in metrics.items():
             if value is not None:
                 self.writer.add_scalar(tag, value, global_step)
+        if self.wandb is not None:
+            logged = {tag: value for tag, value in metrics.items() if value is not None}
+            for video in sorted(set(glob.glob(os.path.join(self.run_dir, "videos", "*.mp4"))) - self.videos):
+                self.videos.add(video)
+                logged["videos/eval"] = sys.modules["wandb"].Video(video, format="mp4")
+            self.wandb.log(logged, step=global_step)
         row = {"global_step": global_step} | {tag.split("/")[-1]: value for tag, value in metrics.items()}
         if self.columns is None:  # first row: the header, and on resume the rows up to the checkpoint
             self.columns, old = list(row), []
@@ -433,6 +461,8 @@ class Logger:
     def close(self):
         self.writer.close()
         self.status.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def run_eval_checkpoint(args, given):
@@ -525,7 +555,7 @@ def train(args, given):
         with open(f"{config_path}.tmp", "w") as f:
             json.dump(dataclasses.asdict(args) | {"trained_with": counters["trained_with"]}, f, indent=2)
         os.replace(f"{config_path}.tmp", config_path)
-    logger = Logger(run_dir, resume_step=counters["global_step"] if ckpt else None)
+    logger = Logger(run_dir, args, resume_step=counters["global_step"] if ckpt else None)
 
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)  # rollout storage
