@@ -3,6 +3,7 @@
 import json
 import math
 
+import imageio.v2 as imageio
 import pytest
 import torch
 
@@ -152,8 +153,16 @@ def test_video_and_snapshots_headless(tmp_path):
     )
     videos = list((run_dir / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    # a frame every 4 steps of Hopper's 125 Hz: real time at 31.25 frames/s, from the first step to the last
+    reader = imageio.get_reader(videos[0])
+    frames = sum(1 for _ in reader)
+    assert reader.get_meta_data()["fps"] == pytest.approx(31.25, abs=0.01)
     pngs = sorted((run_dir / "snapshots").rglob("*.png"))
     assert pngs and pngs[0].read_bytes()[:4] == b"\x89PNG"
+    steps = [int(p.stem[len("step") :]) for p in pngs]  # every 5th step of the episode, not only the video's
+    assert steps == list(range(0, steps[-1] + 1, 5)) and len(steps) > 1
+    # the episode's length T: its last snapshot step is within 5 of its end, its last frame within 4
+    assert max(4 * (frames - 1) + 1, steps[-1] + 1) <= min(4 * frames, steps[-1] + 5)
     meta = json.loads(pngs[0].with_suffix(".json").read_text())
     assert (
         meta["step"] == 0
