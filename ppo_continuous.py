@@ -93,20 +93,15 @@ def writing(path, run_dir):
     try:
         yield
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
-        checkpoint = os.path.join(run_dir, "checkpoint.pt")
+        reason, checkpoint = getattr(e, "strerror", None) or str(e).splitlines()[0], f"{run_dir}/checkpoint.pt"
         then = f"{checkpoint} is intact: python {SCRIPT}.py --resume {run_dir} continues the run"
         raise WriteError(
-            f"cannot write {path} ({reason}); " + (then if os.path.isfile(checkpoint) else "no checkpoint yet")
+            f"cannot write {path} ({reason}); {then if os.path.isfile(checkpoint) else 'no checkpoint yet'}"
         ) from None
 
 
 def code_sha256():
-    digest = hashlib.sha256()
-    for path in CODE_FILES:
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()[:16]
+    return hashlib.sha256(b"".join(open(path, "rb").read() for path in CODE_FILES)).hexdigest()[:16]
 
 
 def check_args(args):
@@ -331,13 +326,10 @@ def load_checkpoint(path, env_id=None):
 def check_saved(parts):
     """Every parameter an optimizer trains must belong to a module the checkpoint saves, or resume would restart it."""
     saved = {id(p) for part in parts.values() if isinstance(part, nn.Module) for p in part.parameters()}
-    for optimizer in (part for part in parts.values() if isinstance(part, torch.optim.Optimizer)):
-        for p in (p for group in optimizer.param_groups for p in group["params"]):
-            if id(p) not in saved:
-                raise UsageError(
-                    f"a parameter of shape {tuple(p.shape)} is trained but saved by no checkpoint part: "
-                    "attach its module to a saved module or add the module to parts (docs/extending.md)"
-                )
+    optimizers = [part for part in parts.values() if isinstance(part, torch.optim.Optimizer)]
+    for p in (p for opt in optimizers for group in opt.param_groups for p in group["params"] if id(p) not in saved):
+        shape = tuple(p.shape)
+        raise UsageError(f"a parameter of shape {shape} is trained but saved by no checkpoint part (docs/extending.md)")
 
 
 def nonfinite(named):
@@ -420,12 +412,11 @@ class Logger:
             import wandb
 
             run_name = os.path.basename(os.path.normpath(run_dir))
-            run_id = hashlib.sha256(run_name.encode()).hexdigest()[:16]
             self.wandb = wandb.init(
                 project=args.wandb_project_name,
                 entity=args.wandb_entity,
                 name=run_name,
-                id=run_id,
+                id=hashlib.sha256(run_name.encode()).hexdigest()[:16],
                 resume="allow",
                 config=dataclasses.asdict(args),
                 dir=run_dir,
@@ -493,9 +484,7 @@ def setup_run(args, given):
         if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
             raise UsageError(f"--resume {args.resume}: no run with a checkpoint.pt there")
         if os.path.isfile(os.path.join(args.resume, "diverged.json")):
-            raise UsageError(
-                f"--resume {args.resume}: the run diverged (diverged.json); start a new run with other flags"
-            )
+            raise UsageError(f"--resume {args.resume}: the run diverged (diverged.json); start one with other flags")
         ckpt = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
         ignored = given - {"--resume", "--total-timesteps"}
         if ignored:
@@ -503,20 +492,18 @@ def setup_run(args, given):
                 f"--resume continues a run with its own flags; only --total-timesteps may change, not {min(ignored)}"
             )
         steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]
-        if steps != ckpt["args"]["total_timesteps"] and ckpt["args"]["anneal_lr"]:
-            print(
-                f"--total-timesteps {steps:,} re-stretches the annealed learning rate of a run made for "
-                f"{ckpt['args']['total_timesteps']:,} steps: it is not what a fresh run would be (config.json says so)"
-            )
+        if steps != (made_for := ckpt["args"]["total_timesteps"]) and ckpt["args"]["anneal_lr"]:
+            stretch = f"re-stretches the annealed learning rate of a run made for {made_for:,} steps"
+            print(f"--total-timesteps {steps:,} {stretch}: it is not what a fresh run would be (config.json says so)")
         args = Args(**{**ckpt["args"], "resume": args.resume, "total_timesteps": steps})
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // max(args.num_minibatches, 1)
     args.num_iterations = args.total_timesteps // max(args.batch_size, 1)
     check_args(args)
     if args.total_timesteps % args.batch_size:
+        steps = f"{args.num_iterations * args.batch_size:,} steps will run"
         print(
-            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,} steps): "
-            f"{args.num_iterations * args.batch_size:,} steps will run"
+            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,}): {steps}"
         )
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     return args, ckpt, args.resume or os.path.join(args.runs_dir, run_name)
@@ -545,15 +532,12 @@ def train(args, given):
             return 0
     check_saved(parts)
     # each start of the run: its code and steps (a resume with other steps re-stretches an annealed schedule)
-    counters["trained_with"] = counters.get("trained_with", []) + [
-        {"code_sha256": code_sha256(), "total_timesteps": args.total_timesteps}
-    ]
+    start = {"code_sha256": code_sha256(), "total_timesteps": args.total_timesteps}
+    counters["trained_with"] = counters.get("trained_with", []) + [start]
     # everything below may write files: bad input has been rejected above
     os.makedirs(run_dir, exist_ok=ckpt is not None)
-    print(
-        f"{'resuming' if ckpt else 'run'} {run_dir} (tensorboard --logdir {os.path.dirname(os.path.normpath(run_dir))})",
-        flush=True,
-    )
+    tensorboard = f"tensorboard --logdir {os.path.dirname(os.path.normpath(run_dir))}"
+    print(f"{'resuming' if ckpt else 'run'} {run_dir} ({tensorboard})", flush=True)
     config_path = os.path.join(run_dir, "config.json")
     with writing(config_path, run_dir):  # renamed when complete: a runner or report never reads half of it
         with open(f"{config_path}.tmp", "w") as f:
@@ -676,19 +660,17 @@ def train(args, given):
             "losses/first_ratio_dev": first_ratio_dev,
         }
 
-        # --- divergence: stop before anything non-finite is logged or saved ---
-        finite_or_nan = {"losses/explained_variance"}  # NaN where the returns do not vary
-        logged = {tag: v for tag, v in metrics.items() if v is not None and tag not in finite_or_nan}
+        # --- divergence: stop before anything non-finite is logged or saved (explained_variance may be NaN) ---
+        logged = {tag: v for tag, v in metrics.items() if v is not None and tag != "losses/explained_variance"}
         modules = {f"{name} parameters": part for name, part in parts.items() if isinstance(part, nn.Module)}
         diverged = nonfinite({"observations": obs, "rewards": rewards} | logged | modules)
         if diverged:
-            marker = os.path.join(run_dir, "diverged.json")  # the runner and the report read it
-            with writing(marker, run_dir), open(marker, "w") as f:
+            with writing(marker := os.path.join(run_dir, "diverged.json"), run_dir), open(marker, "w") as f:
                 json.dump({"global_step": global_step, "iteration": iteration, "nonfinite": diverged}, f)
+            why = "usual causes: a learning rate or a loss weight too high"
+            kept = "not logged, checkpoint.pt and best.pt keep the last finite state"
             print(
-                f"{SCRIPT}.py: error: diverged at step {global_step:,}: {diverged} is NaN or infinite (usual causes: a "
-                "learning rate or a loss weight too high); not logged, checkpoint.pt and best.pt keep the last "
-                "finite state",
+                f"{SCRIPT}.py: error: diverged at step {global_step:,}: {diverged} is NaN or infinite ({why}); {kept}",
                 file=sys.stderr,
             )
             break

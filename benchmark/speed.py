@@ -223,16 +223,14 @@ def main():
 
     if args.steps < 1 or args.repeats < 1 or args.slice <= 0 or args.raw_slice <= 0 or args.raw_num_envs < 1:
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
-    script_paths = {}
+    script_paths = {}  # name -> path: a built-in name, or NAME=SCRIPT.py (a copied script)
     for spec in args.scripts:
-        name, _, path = spec.partition("=")
-        script_paths[spec] = os.path.abspath(path) if path else os.path.join(ROOT, f"{name}.py")
-        if not (name in SCRIPTS or path) or not (
-            script_paths[spec].endswith(".py") and os.path.isfile(script_paths[spec])
-        ):
+        name, copied, path = spec.partition("=")
+        path = os.path.abspath(path) if copied else os.path.join(ROOT, f"{name}.py")
+        if not (copied or name in SCRIPTS) or not (path.endswith(".py") and os.path.isfile(path)):
             parser.error(f"--scripts {spec}: name one of {', '.join(SCRIPTS)} or give NAME=SCRIPT.py of a script here")
+        script_paths[name] = path
     args.scripts = [spec.partition("=")[0] for spec in args.scripts]
-    script_paths = {spec.partition("=")[0]: path for spec, path in script_paths.items()}
     # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: the noise left)
     labels = [
         name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}"

@@ -1,5 +1,6 @@
 import csv
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# the runner's tiny configuration (--extra)
+TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
 SCRIPTS = ["ppo_continuous", "ppo_wm", "ppo_wm_aux"]
 # A tiny configuration: 4 envs x 32 steps = 128 steps per iteration. Hopper's untrained episodes are short.
 BATCH = 128
@@ -62,3 +65,19 @@ def finished_runs(tmp_path_factory):
     """One short finished run of each script (3 iterations, evaluations at iterations 2 and 3), shared by tests."""
     root = tmp_path_factory.mktemp("finished")
     return {name: train(name, root / name, "--total-timesteps", 3 * BATCH) for name in SCRIPTS}
+
+
+def make_run(root, variant, env_id, seed, final, steps=1_000_000, batch=2048, name=None):
+    """A finished run on disk as the report reads it: config.json and a progress.csv rising linearly to final."""
+    run_dir = root / variant / (name or f"{env_id}__{variant}__{seed}__0")
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(
+        json.dumps({"exp_name": variant, "env_id": env_id, "seed": seed, "batch_size": batch})
+    )
+    grid = list(range(batch, steps + 1, batch))
+    with open(run_dir / "progress.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["global_step", "return_last100", "wall_time"])
+        w.writeheader()
+        for s in grid:
+            w.writerow({"global_step": s, "return_last100": final * s / grid[-1], "wall_time": s / 5000})
+    return run_dir

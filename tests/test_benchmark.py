@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TINY_EXTRA, make_run
 
 sys.path.insert(0, str(ROOT / "benchmark"))
 import report  # noqa: E402
 import runner  # noqa: E402
-
-TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
 
 
 def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
@@ -259,20 +257,6 @@ def test_bootstrap_ci_covers_the_truth_at_about_95_percent():
         lo, hi = report.bootstrap_ci([rng.normal(10.0, 2.0, size=30)], np.mean, reps=300, seed=i)
         hits += lo <= 10.0 <= hi
     assert 85 <= hits <= 100
-
-
-def make_run(root, variant, env_id, seed, finals, steps=1_000_000, batch=2048):
-    run_dir = root / variant / f"{env_id}__{variant}__{seed}__0"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(
-        json.dumps({"exp_name": variant, "env_id": env_id, "seed": seed, "batch_size": batch})
-    )
-    grid = list(range(batch, steps + 1, batch))
-    with open(run_dir / "progress.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["global_step", "return_last100", "wall_time"])
-        w.writeheader()
-        for s in grid:
-            w.writerow({"global_step": s, "return_last100": finals * s / grid[-1], "wall_time": s / 5000})
 
 
 def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):

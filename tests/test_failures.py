@@ -2,7 +2,6 @@
 pool, duplicated seeds, unreached steps, too few seeds, fuller reports and changed scripts each end in one clear line
 or an honest count."""
 
-import csv
 import json
 import math
 import os
@@ -15,13 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BATCH, ROOT, SCRIPTS, TINY, read_progress, script, tb_scalars, train
+from conftest import BATCH, ROOT, SCRIPTS, TINY, TINY_EXTRA, make_run, read_progress, script, tb_scalars, train
 
 sys.path.insert(0, str(ROOT / "benchmark"))
 import report  # noqa: E402
 import runner  # noqa: E402
-
-TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
 
 
 def one_error_line(err, prefix):
@@ -232,20 +229,6 @@ def test_a_diverged_run_is_reported_as_diverged_never_finished_or_resumed(tmp_pa
     again = subprocess.run(runner_cmd(tmp_path, *argv, "--no-report"), capture_output=True, text=True)
     assert again.returncode == 3 and "1 runs: 1 already finished, 0 to run" in again.stdout
     assert list((tmp_path / "runs").glob("ppo+*/Hopper-v4__*")) == [run_dir]  # not trained again
-
-
-def make_run(root, variant, env_id, seed, final, steps=1_000_000, batch=2048, name=None):
-    run_dir = root / variant / (name or f"{env_id}__{variant}__{seed}__0")
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(
-        json.dumps({"exp_name": variant, "env_id": env_id, "seed": seed, "batch_size": batch})
-    )
-    with open(run_dir / "progress.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["global_step", "return_last100", "wall_time"])
-        w.writeheader()
-        for s in range(batch, steps + 1, batch):
-            w.writerow({"global_step": s, "return_last100": final * s / steps, "wall_time": s / 5000})
-    return run_dir
 
 
 def test_the_report_refuses_two_runs_of_one_seed(tmp_path, capsys):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TINY_EXTRA
 
 sys.path.insert(0, str(ROOT / "benchmark"))
 import runner  # noqa: E402
@@ -19,7 +19,6 @@ import runner  # noqa: E402
 pytestmark = pytest.mark.skipif(
     os.environ.get("LIGHTWORLD_SLURM") != "1", reason="needs a Slurm cluster: run by .ci/run"
 )
-TINY_EXTRA = "--num-envs 4 --num-steps 32 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
 
 
 def test_slurm_job_array_runs_every_run_and_aggregates(tmp_path, capsys):
