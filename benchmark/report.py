@@ -5,7 +5,8 @@
 Score of a run: mean raw return of its last 100 training episodes (`return_last100` of the last progress.csv row).
 Per task and variant: mean +- std over seeds, interquartile mean (IQM) with a 95% stratified-bootstrap confidence
 interval, probability of improvement over the baseline variant, score at 200k / 500k / 1M (2M, 3M, ...) steps that the
-runs reached, wall time and steps/s. Runs that stopped short of the requested steps, and runs that diverged, are listed
+runs reached and the probability of improvement at each of them (does a difference last?), per-seed scores at the end
+and at 1M, 2M, ... steps before it, wall time and steps/s. Runs that stopped short of the requested steps, and runs that diverged, are listed
 and left out of every statistic; with fewer than 5 seeds the intervals are not shown. Two runs of one variant, task and
 seed stop the report, and so does a report with fewer runs than the one it would replace (unless --force).
 """
@@ -106,6 +107,12 @@ def score_at(rows, step):
     """Mean return of the last 100 episodes as of the last iteration at or before step."""
     before = [r for r in rows if int(r["global_step"]) <= step]
     return float(before[-1]["return_last100"]) if before else None
+
+
+def at_step(group, step):
+    """The scores at step of the runs of group that reached it (a run of fewer steps counts at its last)."""
+    at = [score_at(r["rows"], step) for r in group if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])]
+    return np.array([a for a in at if a is not None])
 
 
 def time_to_score(group, threshold):
@@ -209,19 +216,34 @@ def write_report(
                     lo, hi = bootstrap_ci([s, base], probability_of_improvement, reps)
                     row += f" {probability_of_improvement(s, base):.2f} [{lo:.2f}, {hi:.2f}] |"
             for step in checkpoints:
-                at = [
-                    score_at(r["rows"], step)
-                    for r in group
-                    if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])
-                ]
-                at = [a for a in at if a is not None]
-                row += f" {np.mean(at):.0f} |" if at else " – |"
+                at = at_step(group, step)
+                row += f" {np.mean(at):.0f} |" if len(at) else " – |"
             step, wall = time_to_score(group, threshold)
             row += f" {step:,} ({wall / 60:.1f}) |" if step else " never |"
             walls = [float(r["rows"][-1]["wall_time"]) for r in group]
             sps = [int(r["rows"][-1]["global_step"]) / float(r["rows"][-1]["wall_time"]) for r in group]
             row += f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |"
             lines.append(row)
+    earlier = {(t, v): {step: at_step(groups[(t, v)], step) for step in checkpoints} for t in tasks for v in variants}
+    if baseline and len(checkpoints) > 1:  # does a difference last, or only come earlier?
+        lines += ["", f"P(variant > {baseline}) [95% CI] at each step (the scores at that step, as in @ columns):", ""]
+        lines += ["| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints)]
+        lines += ["|---|---|" + "---|" * len(checkpoints)]
+        for t in tasks:
+            for v in variants:
+                if v == baseline or not groups[(t, v)] or not groups.get((t, baseline)):
+                    continue
+                row = f"| {t} | {v} |"
+                for step in checkpoints:
+                    x, y = earlier[(t, v)][step], earlier[(t, baseline)][step]
+                    if min(len(x), len(y)) < MIN_SEEDS:
+                        row += (
+                            f" {probability_of_improvement(x, y):.2f}, too few seeds |" if len(x) and len(y) else " – |"
+                        )
+                        continue
+                    lo, hi = bootstrap_ci([x, y], probability_of_improvement, reps)
+                    row += f" {probability_of_improvement(x, y):.2f} [{lo:.2f}, {hi:.2f}] |"
+                lines.append(row)
     # per seed, so a result can be checked and compared seed by seed without the runs
     lines += ["", "Per-seed scores (seed: score):", "", "| task | variant | scores |", "|---|---|---|"]
     for t in tasks:
@@ -233,6 +255,14 @@ def write_report(
                     + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in by_seed)
                     + " |"
                 )
+    for step in [s for s in checkpoints[:-1] if s >= 1_000_000]:  # the lengths of shorter experiments
+        lines += ["", f"Per-seed scores at {step // 1000}k steps (seed: score):", "", "| task | variant | scores |"]
+        lines += ["|---|---|---|"]
+        for t in tasks:
+            for v in variants:
+                by_seed = sorted(groups[(t, v)], key=lambda r: r["seed"])
+                cells = [f"{r['seed']}: {score_at(r['rows'], step):.0f}" for r in by_seed]
+                lines += [f"| {t} | {v} | {', '.join(cells)} |"] if cells else []
     few = sorted({t for (t, v), s in scores.items() if 0 < len(s) < MIN_SEEDS})
     if few:
         lines += [

@@ -67,8 +67,9 @@ def finished_runs(tmp_path_factory):
     return {name: train(name, root / name, "--total-timesteps", 3 * BATCH) for name in SCRIPTS}
 
 
-def make_run(root, variant, env_id, seed, final, steps=1_000_000, batch=2048, name=None):
-    """A finished run on disk as the report reads it: config.json and a progress.csv rising linearly to final."""
+def make_run(root, variant, env_id, seed, final, steps=1_000_000, batch=2048, name=None, rise=None):
+    """A finished run on disk as the report reads it: config.json and a progress.csv rising linearly to final (or
+    reaching it at step rise and flat after)."""
     run_dir = root / variant / (name or f"{env_id}__{variant}__{seed}__0")
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(
@@ -79,5 +80,7 @@ def make_run(root, variant, env_id, seed, final, steps=1_000_000, batch=2048, na
         w = csv.DictWriter(f, ["global_step", "return_last100", "wall_time"])
         w.writeheader()
         for s in grid:
-            w.writerow({"global_step": s, "return_last100": final * s / grid[-1], "wall_time": s / 5000})
+            w.writerow(
+                {"global_step": s, "return_last100": final * min(s / (rise or grid[-1]), 1.0), "wall_time": s / 5000}
+            )
     return run_dir

@@ -261,6 +261,25 @@ def test_the_report_shows_only_steps_reached_and_says_when_seeds_are_too_few(tmp
     assert "@1000k | @2000k | @3000k |" in text and "@5000k" not in text
 
 
+def test_a_long_report_says_whether_a_difference_lasts(tmp_path):
+    # "fast" reaches the baseline's final score by 1M and stays there: ahead at 1M, equal at 3M
+    for seed in range(1, 7):
+        make_run(tmp_path, "ppo", "Hopper-v4", seed, 1000.0 + seed, steps=3_000_000, batch=100_000)
+        make_run(tmp_path, "fast", "Hopper-v4", seed, 1000.0 + seed, steps=3_000_000, batch=100_000, rise=1_000_000)
+    dirs = [str(tmp_path / v) for v in ("ppo", "fast")]
+    report.write_report(dirs, str(tmp_path / "out"), 3_000_000, baseline="ppo", reps=200)
+    lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    table = lines[lines.index("P(variant > ppo) [95% CI] at each step (the scores at that step, as in @ columns):") :]
+    assert table[2] == "| task | variant | @200k | @500k | @1000k | @2000k | @3000k |"
+    cells = [c.strip() for c in table[4].split("|")[1:-1]]
+    assert cells[:2] == ["Hopper-v4", "fast"] and cells[4:6] == ["1.00 [1.00, 1.00]"] * 2
+    lo, hi = map(float, cells[6].split("[")[1].rstrip("]").split(", "))
+    assert cells[6].startswith("0.50 [") and lo < 0.5 < hi  # equal at the end
+    at_1m = lines[lines.index("Per-seed scores at 1000k steps (seed: score):") + 4]  # ppo: a third of the way at 1M
+    assert at_1m == "| Hopper-v4 | ppo | " + ", ".join(f"{s}: {(1000 + s) / 3:.0f}" for s in range(1, 7)) + " |"
+    assert "Per-seed scores at 2000k steps" in "\n".join(lines) and "Per-seed scores at 3000k" not in "\n".join(lines)
+
+
 def test_a_fuller_report_is_never_replaced_by_accident(tmp_path, capsys):
     results = tmp_path / "results"
     shutil.copytree(ROOT / "benchmark" / "results" / "E1", results / "E1")
