@@ -180,6 +180,7 @@ def write_report(
     variants = sorted({r["variant"] for r in complete}, key=lambda v: (v != baseline, v))
     groups = {(t, v): [r for r in complete if r["env_id"] == t and r["variant"] == v] for t in tasks for v in variants}
     scores = {key: np.array([float(r["rows"][-1]["return_last100"]) for r in group]) for key, group in groups.items()}
+    earlier = {key: {step: at_step(group, step) for step in checkpoints} for key, group in groups.items()}
 
     lines = [
         f"# {title or os.path.basename(os.path.normpath(out_dir))}: {total_timesteps:,} steps per run",
@@ -216,7 +217,7 @@ def write_report(
                     lo, hi = bootstrap_ci([s, base], probability_of_improvement, reps)
                     row += f" {probability_of_improvement(s, base):.2f} [{lo:.2f}, {hi:.2f}] |"
             for step in checkpoints:
-                at = at_step(group, step)
+                at = earlier[(t, v)][step]
                 row += f" {np.mean(at):.0f} |" if len(at) else " – |"
             step, wall = time_to_score(group, threshold)
             row += f" {step:,} ({wall / 60:.1f}) |" if step else " never |"
@@ -224,7 +225,6 @@ def write_report(
             sps = [int(r["rows"][-1]["global_step"]) / float(r["rows"][-1]["wall_time"]) for r in group]
             row += f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |"
             lines.append(row)
-    earlier = {(t, v): {step: at_step(groups[(t, v)], step) for step in checkpoints} for t in tasks for v in variants}
     if baseline and len(checkpoints) > 1:  # does a difference last, or only come earlier?
         lines += ["", f"P(variant > {baseline}) [95% CI] at each step (the scores at that step, as in @ columns):", ""]
         lines += ["| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints)]
