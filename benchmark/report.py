@@ -6,9 +6,10 @@ Score of a run: mean raw return of its last 100 training episodes (`return_last1
 Per task and variant: mean +- std over seeds, interquartile mean (IQM) with a 95% stratified-bootstrap confidence
 interval, probability of improvement over the baseline variant, score at 200k / 500k / 1M (2M, 3M, ...) steps that the
 runs reached and the probability of improvement at each of them (does a difference last?), per-seed scores at the end
-and at 1M, 2M, ... steps before it, wall time and steps/s. Runs that stopped short of the requested steps, and runs that diverged, are listed
-and left out of every statistic; with fewer than 5 seeds the intervals are not shown. Two runs of one variant, task and
-seed stop the report, and so does a report with fewer runs than the one it would replace (unless --force).
+and at 1M, 2M, ... steps before it, wall time and steps/s. Runs that stopped short of the requested steps, and runs
+that diverged, are listed and left out of every statistic; with fewer than 5 seeds the intervals are not shown. Two
+runs of one variant, task and seed stop the report, and so does a report with fewer runs than the one it would replace
+(unless --force).
 """
 
 import argparse
@@ -236,13 +237,13 @@ def write_report(
                 row = f"| {t} | {v} |"
                 for step in checkpoints:
                     x, y = earlier[(t, v)][step], earlier[(t, baseline)][step]
-                    if min(len(x), len(y)) < MIN_SEEDS:
-                        row += (
-                            f" {probability_of_improvement(x, y):.2f}, too few seeds |" if len(x) and len(y) else " – |"
-                        )
-                        continue
-                    lo, hi = bootstrap_ci([x, y], probability_of_improvement, reps)
-                    row += f" {probability_of_improvement(x, y):.2f} [{lo:.2f}, {hi:.2f}] |"
+                    if not (len(x) and len(y)):
+                        row += " – |"
+                    elif min(len(x), len(y)) < MIN_SEEDS:
+                        row += f" {probability_of_improvement(x, y):.2f}, too few seeds |"
+                    else:
+                        lo, hi = bootstrap_ci([x, y], probability_of_improvement, reps)
+                        row += f" {probability_of_improvement(x, y):.2f} [{lo:.2f}, {hi:.2f}] |"
                 lines.append(row)
     # per seed, so a result can be checked and compared seed by seed without the runs
     lines += ["", "Per-seed scores (seed: score):", "", "| task | variant | scores |", "|---|---|---|"]
