@@ -726,7 +726,13 @@ def train(args, given):
             "losses/first_ratio_dev": first_ratio_dev,
         }
         wm_stats |= latent_stats(b_obs[:, obs_dim:])
-        metrics |= {f"wm/{k}": float(v) for k, v in wm_stats.items()}
+        # drift: how far z moves between iterations for fixed inputs (a probe batch kept from the first rollout)
+        probe = counters.setdefault("z_probe", {"obs": b_obs[::8, :obs_dim].clone()})
+        with torch.no_grad():
+            z_probe = encoder(probe["obs"])
+        wm_stats["z_drift"] = wm_common.latent_drift(z_probe, probe["z"]) if "z" in probe else None
+        probe["z"] = z_probe
+        metrics |= {f"wm/{k}": None if v is None else float(v) for k, v in wm_stats.items()}
         metrics["intrinsic/intrinsic_reward"] = r_int.mean().item()
         metrics["intrinsic/intrinsic_reward_scaled"] = r_int_scaled.mean().item()
         metrics["intrinsic/intrinsic_return_std"] = math.sqrt(intrinsic_return_rms.var)

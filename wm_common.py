@@ -108,6 +108,14 @@ def intrinsic_reward(dynamics, z, action, z_next):
 
 
 @torch.no_grad()
+def latent_drift(z, z_before):
+    """How far the latents of a fixed batch of inputs moved: the mean distance each z moved, over the mean distance of
+    z_before from its centroid (0: unchanged; about 1.4: the batch reshuffled at random)."""
+    spread = (z_before - z_before.mean(0)).norm(dim=-1).mean().clamp(min=1e-12)
+    return ((z - z_before).norm(dim=-1).mean() / spread).item()
+
+
+@torch.no_grad()
 def latent_stats(z):
     """Collapse diagnostics of a batch of latents: effective rank (exp of the entropy of the normalized singular
     values of centred z; 1 = collapsed to a line, z_dim = full) and the mean per-dimension std; NaN for a non-finite z

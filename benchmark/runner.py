@@ -28,7 +28,7 @@ never disappears: the others finish, then each failed command is printed with it
 runner passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at
 once), none is left running, and the same command resumes them.
 
-The report goes to benchmark/results/<experiment>/ for E1-E7 and beside the runs (<runs-root>/reports/) for a new
+The report goes to benchmark/results/<experiment>/ for E1-E8 and beside the runs (<runs-root>/reports/) for a new
 experiment; it never replaces a report of more runs unless --force. Exit codes: 0 done, 1 a run failed, 2 bad input or
 a refusal (nothing written), 3 a run diverged, 128+N stopped by signal N.
 """
@@ -96,6 +96,9 @@ EXPERIMENTS = {
     ),
     # E7: does E5's Hopper gain last? Fresh 3M-step runs (an annealed 1M run extended to 3M is another schedule)
     "E7": (["ppo", "ppo_wm_mrq_ema"], ["Hopper-v4"], SEEDS, 3_000_000),
+    # E8: does plain ppo_wm fall behind PPO late while the slow target (alone or with the other options) keeps it
+    # improving, as E7's added arm suggested? Seeds fresh to that question; z_drift logged to test the mechanism
+    "E8": (["ppo", "ppo_wm", "ppo_wm_target0.01", "ppo_wm_mrq_ema"], ["Hopper-v4"], list(range(21, 31)), 3_000_000),
 }
 STEPS = 1_000_000  # an experiment's steps per run unless it names its own
 
@@ -554,7 +557,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--results-dir",
-        help="where the report's folder goes (default: benchmark/results for E1-E7, <runs-root>/reports for a new one)",
+        help="where the report's folder goes (default: benchmark/results for E1-E8, <runs-root>/reports for a new one)",
     )
     parser.add_argument("--force", action="store_true", help="replace a report that holds more runs than the new one")
     parser.add_argument(

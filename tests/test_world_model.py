@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import BATCH, read_progress, script, train
-from wm_common import Dynamics, Encoder, ema_update, intrinsic_reward, latent_stats, rollout_windows, world_model_loss
+from wm_common import Dynamics, Encoder, ema_update, intrinsic_reward, latent_drift, latent_stats, rollout_windows
+from wm_common import world_model_loss
 
 OBS_DIM, ACT_DIM, Z_DIM = 11, 3, 16
 
@@ -181,6 +182,24 @@ def test_latent_stats_detects_collapse():
     stats = latent_stats(collapsed)
     assert stats["z_effective_rank"] < 1.01 and stats["z_std"] < 1e-6
     assert latent_stats(torch.randn(256, 32))["z_effective_rank"] > 25
+
+
+def test_latent_drift_is_the_move_of_a_fixed_batch_relative_to_its_spread():
+    z = torch.randn(4096, 32, generator=torch.Generator().manual_seed(0))
+    spread = (z - z.mean(0)).norm(dim=-1).mean()
+    assert latent_drift(z, z) == 0
+    direction = torch.zeros(32)
+    direction[0] = 1.0
+    assert latent_drift(z + 0.25 * spread * direction, z) == pytest.approx(0.25, rel=1e-5)  # a shift of a quarter
+    assert latent_drift(3 * z[:100], 3 * z[100:200]) == pytest.approx(latent_drift(z[:100], z[100:200]), rel=1e-5)
+    assert latent_drift(z.roll(1, 0), z) == pytest.approx(2**0.5, rel=0.05)  # reshuffled: about sqrt(2)
+
+
+def test_scripts_log_the_drift_of_z_from_the_second_iteration(finished_runs):
+    for name in ("ppo_wm", "ppo_wm_aux"):
+        drift = [r["z_drift"] for r in read_progress(finished_runs[name])]
+        assert drift[0] == "" and all(0 < float(d) < 2 for d in drift[1:])  # nothing to compare with at the first
+    assert "z_drift" not in read_progress(finished_runs["ppo_continuous"])[0]
 
 
 def test_intrinsic_reward_is_per_transition_prediction_error():
