@@ -24,6 +24,7 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 
 import gymnasium as gym
 import imageio.v2 as imageio
+import mujoco
 import numpy as np
 import torch
 import torch.nn as nn
@@ -162,6 +163,34 @@ def make_envs(env_id, num_envs, num_threads):
 def reset_envs(env_groups, seed):
     offsets = np.cumsum([0] + [g.num_envs for g in env_groups])
     return np.concatenate([g.reset(seed=seed + int(o))[0] for g, o in zip(env_groups, offsets)])
+
+
+MUJOCO_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, actuators, controls, warm start, time: all of it
+
+
+def get_env_states(env_groups):
+    """What each env's next steps and resets depend on: MuJoCo's full state, the body positions that some tasks read
+    before stepping (Ant, Humanoid), the time limit's count and the env's generator; None if an env is not MuJoCo."""
+    states = []
+    for env in (env for g in env_groups for env in g.envs):
+        sim = env.unwrapped
+        if not isinstance(getattr(sim, "data", None), mujoco.MjData):
+            return None
+        physics = np.empty(mujoco.mj_stateSize(sim.model, MUJOCO_STATE))
+        mujoco.mj_getState(sim.model, sim.data, physics, MUJOCO_STATE)
+        states.append({"physics": torch.from_numpy(physics), "elapsed_steps": env.get_wrapper_attr("_elapsed_steps")})
+        states[-1] |= {"xpos": torch.from_numpy(sim.data.xpos.copy()), "xipos": torch.from_numpy(sim.data.xipos.copy())}
+        states[-1]["rng"] = sim.np_random.bit_generator.state
+    return states
+
+
+def set_env_states(env_groups, states):
+    for env, state in zip((env for g in env_groups for env in g.envs), states, strict=True):
+        sim = env.unwrapped
+        mujoco.mj_setState(sim.model, sim.data, state["physics"].numpy(), MUJOCO_STATE)
+        sim.data.xpos[:], sim.data.xipos[:] = state["xpos"].numpy(), state["xipos"].numpy()
+        env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+        sim.np_random.bit_generator.state = state["rng"]
 
 
 def step_envs(env_groups, actions, pool):
@@ -316,9 +345,9 @@ def policy_input(obs, encoder):
         return torch.cat([obs, encoder(obs)], -1)
 
 
-def save_checkpoint(path, args, parts, counters):
+def save_checkpoint(path, args, parts, counters, rollout=None):
     """Everything a resume needs, written beside the target and renamed: a crash leaves the previous file intact."""
-    state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters)}
+    state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters), "rollout": rollout}
     state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
     tmp = f"{path}.tmp"
     try:
@@ -598,10 +627,20 @@ def train(args, given):
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, request_stop)  # main() puts the previous handlers back
-    # episodes in flight at a checkpoint restart on resume, from a reset seeded by the iteration
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
-    next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
+    if rollout := ckpt and ckpt.get("rollout"):  # the episodes in flight go on exactly where the checkpoint left them
+        try:
+            set_env_states(env_groups, rollout["envs"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"checkpoint does not fit these environments: {str(e).splitlines()[0]}") from None
+        next_obs, normalizer.returns = rollout["next_obs"].to(device), rollout["reward_returns"].numpy()
+        episode_return, episode_length = rollout["episode_return"].numpy(), rollout["episode_length"].numpy()
+        intrinsic_returns = rollout["intrinsic_returns"].numpy()
+    else:
+        if ckpt:  # written before exact resume (or not a MuJoCo task): reset, seeded by the iteration
+            print(f"{run_dir}: the checkpoint does not hold its episodes in flight; they restart from a reset")
+        next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
     pool = ThreadPoolExecutor(max(args.num_env_threads - 1, 1))
     start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
     diverged = None
@@ -768,7 +807,11 @@ def train(args, given):
         # --- checkpoint ---
         if iteration % args.checkpoint_interval == 0 or last_iteration or stop_signal:
             logger.writer.flush()
-            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, parts, counters)
+            episodes = {"next_obs": next_obs, "reward_returns": normalizer.returns}
+            episodes |= {"episode_return": episode_return, "episode_length": episode_length}
+            episodes["intrinsic_returns"] = intrinsic_returns
+            rollout = {"envs": get_env_states(env_groups)} | {k: torch.as_tensor(v) for k, v in episodes.items()}
+            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, parts, counters, rollout["envs"] and rollout)
         if stop_signal:
             print(f"stopped by signal {stop_signal[0]}; resume: python {SCRIPT}.py --resume {run_dir}", file=sys.stderr)
             break

@@ -1,9 +1,14 @@
-"""The shipped agents (agents/): each loads with --eval-checkpoint in a fresh clone, with no training, and walks: its
-return is within the range recorded in agents/agents.json (not bit-exact: kernels differ across CPUs)."""
+"""The shipped agents (agents/): each loads with --eval-checkpoint in a fresh clone, with no training, and walks.
+
+One episode is no test on another CPU: a last-bit difference in a kernel (another instruction set, or a batch of 1
+instead of 10) changes a walker's gait, and about one episode in ten falls (1,400-2,500 instead of 5,300). So each
+agent plays 10 episodes and the median return must lie within 15% of the median recorded in agents/agents.json: the
+episodes that do not fall spread by 0.3-2.5% (std over 10), and the median leaves the band only if 5 of 10 fall."""
 
 import json
 import re
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, script
@@ -21,7 +26,7 @@ def test_a_shipped_agent_walks_as_recorded(file, capsys):
     agent = AGENTS[file]
     path = ROOT / "agents" / file
     assert path.stat().st_size < 400_000  # small enough to commit
-    assert script(agent["script"]).main(["--eval-checkpoint", str(path), "--eval-episodes", "1"]) == 0
-    returned = float(re.search(r"eval_return_mean=([-\d.]+)", capsys.readouterr().out).group(1))
-    low, high = agent["return_range"]
-    assert low <= returned <= high, (returned, agent["eval_return"])
+    assert script(agent["script"]).main(["--eval-checkpoint", str(path), "--eval-episodes", "10"]) == 0
+    returns = [float(r) for r in re.findall(r"episode \d+: return ([-\d.]+)", capsys.readouterr().out)]
+    low, high = agent["median_range"]
+    assert len(returns) == 10 and low <= np.median(returns) <= high, (returns, agent["median_return_10"])

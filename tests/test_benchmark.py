@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_EXTRA, make_run
+from conftest import ROOT, TINY_EXTRA, make_run, read_progress
 
 sys.path.insert(0, str(ROOT / "benchmark"))
 import report  # noqa: E402
@@ -154,6 +154,35 @@ def test_a_stopped_runner_stops_its_runs_resumably_and_leaves_none_running(tmp_p
         str(p.parent) for p in started
     )
     assert sum("--seed 3" in line and "--resume" not in line for line in out.splitlines()) == 1
+
+
+def test_runs_killed_with_their_runner_resume_to_the_uninterrupted_results(tmp_path):
+    # kill -9 of the runner's whole process group mid-run, then the same command: each run ends as the same run made
+    # without a stop (progress.csv, checkpoint tensors)
+    import torch
+    from test_checkpoints import assert_same, comparable, untimed
+
+    common = ["--variants", "ppo", "ppo_wm_aux", "--env-ids", "Hopper-v4", "--seeds", "1", "--workers", "2"]
+    common += ["--total-timesteps", str(80 * 128), "--extra", TINY_EXTRA + " --checkpoint-interval 5", "--no-report"]
+    command = [sys.executable, str(ROOT / "benchmark" / "runner.py"), "--experiment", "exact", *common]
+    subprocess.run([*command, "--runs-root", str(tmp_path / "twin")], check=True, capture_output=True)
+    proc = subprocess.Popen([*command, "--runs-root", str(tmp_path / "cut")], start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while sum(len(p.read_text().splitlines()) > 6 for p in (tmp_path / "cut").glob("*/*/progress.csv")) < 2:
+            assert time.time() < deadline and proc.poll() is None, "the runs did not start"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped = [torch.load(p, weights_only=True)["counters"]["iteration"] for p in (tmp_path / "cut").glob("*/*/*.pt")]
+    assert len(stopped) == 2 and min(stopped) < 80  # a run was cut short after a checkpoint
+    subprocess.run([*command, "--runs-root", str(tmp_path / "cut")], check=True, capture_output=True)
+    for twin in sorted((tmp_path / "twin").glob("*/*/progress.csv")):
+        (cut,) = (tmp_path / "cut" / twin.parent.parent.name).glob("*/progress.csv")
+        assert untimed(read_progress(cut.parent)) == untimed(read_progress(twin.parent))
+        load = lambda p: comparable(torch.load(p.parent / "checkpoint.pt", weights_only=True))  # noqa: E731
+        assert_same(load(cut), load(twin))
 
 
 def test_dry_run_prints_commands_without_running(tmp_path, capsys):

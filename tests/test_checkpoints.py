@@ -58,10 +58,13 @@ def test_restore_state_is_exact_tensor_by_tensor(name, finished_runs, tmp_path):
     torch.manual_seed(12345)  # a different RNG state, which restore must overwrite
     parts = build_parts(name, ckpt)
     counters = mod.restore_state(ckpt, parts)
-    mod.save_checkpoint(str(tmp_path / "again.pt"), mod.Args(**ckpt["args"]), parts, counters)
-    assert_same(
-        torch.load(tmp_path / "again.pt", weights_only=True), ckpt
-    )  # networks, optimizer moments, normalizer, world model, counters, RNG, args
+    env_groups = mod.make_envs(ckpt["args"]["env_id"], ckpt["args"]["num_envs"], 2)
+    mod.reset_envs(env_groups, seed=777)  # other states, which restoring must overwrite
+    mod.set_env_states(env_groups, ckpt["rollout"]["envs"])
+    rollout = ckpt["rollout"] | {"envs": mod.get_env_states(env_groups)}
+    mod.save_checkpoint(str(tmp_path / "again.pt"), mod.Args(**ckpt["args"]), parts, counters, rollout)
+    # networks, optimizer moments, normalizer, world model, counters, RNG, args, and each env's state
+    assert_same(torch.load(tmp_path / "again.pt", weights_only=True), ckpt)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -70,10 +73,10 @@ def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, mo
     full = read_progress(finished_runs[name])
     real_save = mod.save_checkpoint
 
-    def die_before_last_checkpoint(path, args, parts, counters):
+    def die_before_last_checkpoint(path, args, parts, counters, rollout=None):
         if path.endswith("checkpoint.pt") and counters["iteration"] == 3:
             raise KeyboardInterrupt("killed after logging iteration 3, before checkpointing it")
-        real_save(path, args, parts, counters)
+        real_save(path, args, parts, counters, rollout)
 
     monkeypatch.setattr(mod, "save_checkpoint", die_before_last_checkpoint)
     with pytest.raises(KeyboardInterrupt):
@@ -90,9 +93,7 @@ def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, mo
     assert mod.main(["--resume", str(run_dir)]) == 0
     rows = read_progress(run_dir)
     assert [int(r["global_step"]) for r in rows] == [BATCH, 2 * BATCH, 3 * BATCH]  # no duplicated or missing step
-    untimed = lambda rs: [{k: v for k, v in r.items() if k not in mod.TIMING_COLUMNS} for r in rs]  # noqa: E731
-    assert untimed(rows[:2]) == untimed(full[:2])  # identical to an unbroken run up to the checkpoint
-    assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in full]  # the schedule continues
+    assert untimed(rows) == untimed(full)  # identical to an unbroken run, the iteration after the checkpoint too
     assert [s for s, _ in tb_scalars(run_dir)["charts/sps"]] == [BATCH, 2 * BATCH, 3 * BATCH]  # TensorBoard too
     final = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert final["counters"]["iteration"] == 3 and final["counters"]["eval_seed"] == first_ckpt["counters"]["eval_seed"]
@@ -222,3 +223,70 @@ def test_resume_refuses_flags_it_would_ignore(flag, tmp_path, capsys, finished_r
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "only --total-timesteps may change, not " + flag[0].split("=")[0] in err[0], err
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # nothing written
+
+
+def comparable(ckpt):
+    """A checkpoint without what differs between a resumed run and its uninterrupted twin by design: the wall time,
+    the list of starts (config.json's trained_with) and the paths."""
+    counters = {k: v for k, v in ckpt["counters"].items() if k not in ("wall_time", "trained_with")}
+    return ckpt | {"counters": counters, "args": ckpt["args"] | {"resume": None, "runs_dir": None}}
+
+
+def untimed(rows):
+    return [{k: v for k, v in r.items() if k not in ("sps", "wall_time", "rollout_time", "update_time")} for r in rows]
+
+
+def wait_for_rows(run_dir, rows, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not (run_dir / "progress.csv").exists() or len(read_progress(run_dir)) < rows:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("name", [*SCRIPTS, "a copy made by docs/extending.md"])
+def test_a_run_stopped_at_two_checkpoints_ends_as_the_uninterrupted_run(name, tmp_path):
+    # SIGTERM (a scheduler's stop: checkpoint at the end of the iteration), resume, kill -9 (back to the last periodic
+    # checkpoint, the rows after it logged again), resume: progress.csv and the final checkpoint are the twin's
+    if name.startswith("a copy"):
+        from test_extending import make_my_wm
+
+        make_my_wm(path := tmp_path / "my_wm.py")
+    else:
+        path = ROOT / f"{name}.py"
+    flags = [*TINY, "--total-timesteps", str(24 * BATCH), "--checkpoint-interval", "3", "--eval-interval", "4"]
+    subprocess.run([sys.executable, str(path), *flags, "--runs-dir", str(tmp_path / "twin")], check=True)
+    (twin,) = (tmp_path / "twin").iterdir()
+
+    start = lambda *argv: subprocess.Popen([sys.executable, str(path), *argv], stderr=subprocess.PIPE)  # noqa: E731
+    proc = start(*flags, "--runs-dir", str(tmp_path / "cut"))
+    while not (tmp_path / "cut").exists() or not list((tmp_path / "cut").iterdir()):
+        time.sleep(0.05)
+    (run_dir,) = (tmp_path / "cut").iterdir()
+    wait_for_rows(run_dir, 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["counters"]["iteration"]
+    proc = start("--resume", str(run_dir))
+    wait_for_rows(run_dir, stopped_at + 7, proc)  # past at least one periodic checkpoint
+    proc.kill()
+    proc.wait()
+    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["counters"]["iteration"]
+    assert 5 <= stopped_at < killed_at < 24 and killed_at % 3 == 0  # two different checkpoints
+    assert start("--resume", str(run_dir)).wait(timeout=120) == 0
+
+    assert untimed(read_progress(run_dir)) == untimed(read_progress(twin))
+    assert_same(
+        comparable(torch.load(run_dir / "checkpoint.pt", weights_only=True)),
+        comparable(torch.load(twin / "checkpoint.pt", weights_only=True)),
+    )
+
+
+def test_a_checkpoint_from_before_exact_resume_resumes_and_says_its_episodes_restart(tmp_path, capsys):
+    run_dir = train("ppo_wm", tmp_path, "--total-timesteps", 2 * BATCH)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    del ckpt["rollout"]  # as every checkpoint was written before: no environment states, no episode accumulators
+    torch.save(ckpt, run_dir / "checkpoint.pt")
+    capsys.readouterr()
+    assert script("ppo_wm").main(["--resume", str(run_dir), "--total-timesteps", str(3 * BATCH)]) == 0
+    assert "the checkpoint does not hold its episodes in flight; they restart from a reset" in capsys.readouterr().out
+    assert [int(r["global_step"]) for r in read_progress(run_dir)] == [BATCH, 2 * BATCH, 3 * BATCH]
