@@ -15,6 +15,8 @@ runs of one variant, task and seed stop the report, and so does a report with fe
 import argparse
 import csv
 import glob
+import gzip
+import io
 import json
 import os
 import re
@@ -24,6 +26,11 @@ import numpy as np
 
 CHECKPOINTS = (200_000, 500_000, 1_000_000, 2_000_000, 3_000_000, 5_000_000, 10_000_000)  # those a run reaches
 MIN_SEEDS = 5  # fewer seeds per variant: intervals too wide to mean anything, not shown
+
+
+DATA = "runs.csv.gz"  # a report's run data, beside its summary.md: the report is made again from it without the runs
+RUN_FIELDS = ["run", "variant", "env_id", "seed", "batch_size", "code", "diverged_step", "diverged_nonfinite"]
+ROW_FIELDS = ["global_step", "return_last100", "wall_time"]  # the progress.csv columns the report reads
 
 
 class ReportError(Exception):
@@ -68,6 +75,9 @@ def load_runs(variant_dirs):
     runs = []
     for config_path in sorted(p for d in variant_dirs for p in glob.glob(os.path.join(d, "*", "config.json"))):
         run_dir = os.path.dirname(config_path)
+        name = os.path.relpath(
+            run_dir, os.path.dirname(os.path.dirname(run_dir))
+        )  # <pool>/<run>, wherever the pools are
         with open(config_path) as f:
             config = json.load(f)
         progress = os.path.join(run_dir, "progress.csv")
@@ -82,6 +92,7 @@ def load_runs(variant_dirs):
         runs.append(
             {
                 "dir": run_dir,
+                "name": name,
                 "variant": config["exp_name"],
                 "env_id": config["env_id"],
                 "seed": config["seed"],
@@ -92,6 +103,46 @@ def load_runs(variant_dirs):
             }
         )
     return runs
+
+
+def write_data(runs, path):
+    """The runs as the report reads them, a line per progress.csv row (a run without rows: one line without a step),
+    gzipped without a timestamp: the same runs give the same bytes. Written beside the summary, then renamed."""
+    with open(f"{path}.tmp", "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, io.TextIOWrapper(gz, newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(RUN_FIELDS + ROW_FIELDS)
+            for r in sorted(runs, key=lambda r: r["name"]):
+                diverged = r["diverged"] or {}
+                head = [r["name"], r["variant"], r["env_id"], r["seed"], r["batch_size"], " ".join(r["code"])]
+                head += [diverged.get("global_step", ""), diverged.get("nonfinite", "")]
+                writer.writerows(
+                    head + [row[c] for c in ROW_FIELDS] for row in r["rows"] or [dict.fromkeys(ROW_FIELDS, "")]
+                )
+    os.replace(f"{path}.tmp", path)
+
+
+def read_data(path):
+    """The runs of a report's run data (write_data), as load_runs returns them."""
+    runs = {}
+    with gzip.open(path, "rt", newline="") as f:
+        for line in csv.DictReader(f):
+            if line["run"] not in runs:
+                diverged = {"global_step": int(line["diverged_step"] or 0), "nonfinite": line["diverged_nonfinite"]}
+                runs[line["run"]] = {
+                    "dir": line["run"],
+                    "name": line["run"],
+                    "variant": line["variant"],
+                    "env_id": line["env_id"],
+                    "seed": int(line["seed"]),
+                    "batch_size": int(line["batch_size"]),
+                    "rows": [],
+                    "diverged": diverged if line["diverged_step"] else None,
+                    "code": line["code"].split(),
+                }
+            if line["global_step"]:
+                runs[line["run"]]["rows"].append({c: line[c] for c in ROW_FIELDS})
+    return list(runs.values())
 
 
 def runs_in_summary(path):
@@ -149,13 +200,18 @@ def write_report(
     seeds=None,
     threshold=2000,
     force=False,
+    data=None,
 ):
-    """variant_dirs: folders of runs, one per variant; env_ids and seeds, when given, select the runs. Raises
-    ReportError, before writing anything, on two runs of one seed or when out_dir holds a report of more runs."""
+    """variant_dirs: folders of runs, one per variant, or with data (a report's run data file) their names there;
+    env_ids and seeds, when given, select the runs. Raises ReportError, before writing anything, on two runs of one
+    seed or when out_dir holds a report of more runs. Writes the run data it read beside the summary."""
+    pools = {os.path.basename(os.path.normpath(d)) for d in variant_dirs}
     runs = [
         r
-        for r in load_runs(variant_dirs)
-        if (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)
+        for r in (read_data(data) if data else load_runs(variant_dirs))
+        if r["name"].split("/")[0] in pools
+        and (not env_ids or r["env_id"] in env_ids)
+        and (not seeds or r["seed"] in seeds)
     ]
     by_key = {}
     for r in runs:
@@ -287,11 +343,11 @@ def write_report(
     if diverged:
         lines += ["", "Diverged runs (a loss, a parameter or an observation became NaN or infinite), not scored:", ""]
         lines += [
-            f"- {r['dir']}: {r['diverged']['nonfinite']} at step {r['diverged']['global_step']:,}" for r in diverged
+            f"- {r['name']}: {r['diverged']['nonfinite']} at step {r['diverged']['global_step']:,}" for r in diverged
         ]
     if incomplete:
         lines += ["", "Incomplete runs, left out of every number above:", ""]
-        lines += [f"- {r['dir']}: {r['last_step']:,} of {r['wanted']:,} steps" for r in incomplete]
+        lines += [f"- {r['name']}: {r['last_step']:,} of {r['wanted']:,} steps" for r in incomplete]
     versions = {}
     for r in complete:
         versions.setdefault(r["variant"], {}).setdefault(", ".join(r["code"]) or "not recorded", []).append(r)
@@ -314,6 +370,7 @@ def write_report(
         ]
     with open(summary_path, "w") as f:
         f.write("\n".join(lines) + "\n")
+    write_data(runs, os.path.join(out_dir, DATA))
     print("\n".join(lines))
     return scores, incomplete + diverged
 

@@ -641,16 +641,24 @@ def main(argv=None):
         subset = all_variants is not None and variants != all_variants  # never overwrite the full report
         name = "+".join([args.experiment, *names]) if subset else args.experiment
         steps = STEPS if args.total_timesteps == default_steps else args.total_timesteps  # E7's 3M: just "E7"
+        out_dir = os.path.join(args.results_dir, pool_name(name, extra, steps))
+        data = os.path.join(out_dir, report.DATA)  # the report's shipped run data, read where no run is on disk
+        data = (
+            data if args.report_only and not any(sum(run_dirs(r), []) for r in runs) and os.path.isfile(data) else None
+        )
+        if data:
+            print(f"no runs of this report under {args.runs_root}: reporting from its run data, {data}")
         try:
             report.write_report(
                 [os.path.join(args.runs_root, p) for p in pools],
-                os.path.join(args.results_dir, pool_name(name, extra, steps)),
+                out_dir,
                 args.total_timesteps,
                 baseline=pools[0],
                 title=args.experiment,
                 env_ids=args.env_ids or default_tasks,
                 seeds=args.seeds,
                 force=args.force,
+                data=data,
             )
         except report.ReportError as e:
             print(f"runner.py: error: {e}", file=sys.stderr)

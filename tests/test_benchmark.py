@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,9 +298,11 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
             make_run(tmp_path, "ppo_shifted", task, seed, b + 500)  # a known improvement of 500
             make_run(tmp_path, "ppo_same", task, seed, b)
     make_run(tmp_path, "ppo", "TaskA-v0", 99, 5000, steps=400_000)  # stopped short: must be flagged, not mixed in
+    nan = make_run(tmp_path, "ppo_same", "TaskB-v0", 99, 100, steps=8192)  # diverged: listed, never scored
+    (nan / "diverged.json").write_text(json.dumps({"global_step": 10240, "iteration": 5, "nonfinite": "value_loss"}))
     dirs = [str(tmp_path / v) for v in ("ppo", "ppo_shifted", "ppo_same")]
     scores, incomplete = report.write_report(dirs, str(tmp_path / "out"), 1_000_000, baseline="ppo", reps=500)
-    assert [r["seed"] for r in incomplete] == [99]
+    assert sorted(r["name"] for r in incomplete) == ["ppo/TaskA-v0__ppo__99__0", "ppo_same/TaskB-v0__ppo_same__99__0"]
     for task in ("TaskA-v0", "TaskB-v0"):
         assert len(scores[(task, "ppo")]) == 8
         assert scores[(task, "ppo_shifted")].mean() - scores[(task, "ppo")].mean() == pytest.approx(500, abs=1e-6)
@@ -324,6 +327,27 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     expected = 500 / scores[("TaskA-v0", "ppo")].mean() * 999_424
     assert expected <= step < expected + 2048 and wall == pytest.approx(step / 5000)
     assert report.time_to_score(group, 5000) == (None, None)
+    assert "- ppo_same/TaskB-v0__ppo_same__99__0: value_loss at step 10,240" in summary
+    # made again from its run data alone, into another folder: the same bytes
+    data = str(tmp_path / "out" / report.DATA)
+    again = tmp_path / "again" / "out"  # the title is the folder's name
+    report.write_report(["ppo", "ppo_shifted", "ppo_same"], str(again), 1_000_000, "ppo", 500, data=data)
+    for name in ("summary.md", "learning_curves.png", report.DATA):
+        assert (again / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
+
+
+def test_the_runner_reports_from_the_run_data_when_no_run_is_on_disk(tmp_path, capsys):
+    common = ["--experiment", "mine", "--variants", "ppo", "ppo_wm", "--env-ids", "Hopper-v4", "--seeds", "1", "2"]
+    common += ["--total-timesteps", "512", "--extra", TINY_EXTRA, "--results-dir", str(tmp_path / "results")]
+    assert runner.main([*common, "--runs-root", str(tmp_path / "runs")]) == 0
+    (report_dir,) = (tmp_path / "results").iterdir()
+    made = {p.name: p.read_bytes() for p in report_dir.iterdir()}
+    assert set(made) == {"summary.md", "learning_curves.png", report.DATA}
+    shutil.rmtree(tmp_path / "runs")
+    capsys.readouterr()
+    assert runner.main([*common, "--runs-root", str(tmp_path / "empty"), "--report-only"]) == 0
+    assert f"reporting from its run data, {report_dir / report.DATA}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == made
 
 
 def test_report_command_line_selects_seeds_and_tasks(tmp_path):
