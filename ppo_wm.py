@@ -10,10 +10,13 @@ import hashlib
 import importlib.util
 import json
 import math
+import netrc
 import os
+import shlex
 import signal
 import sys
 import time
+import urllib.parse
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,9 +110,10 @@ def writing(path, run_dir):
         yield
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         reason, checkpoint = getattr(e, "strerror", None) or str(e).splitlines()[0], f"{run_dir}/checkpoint.pt"
-        then = f"{checkpoint} is intact: python {SCRIPT}.py --resume {run_dir} continues the run"
+        then = f"{checkpoint} is intact: python {SCRIPT}.py --resume {shlex.quote(run_dir)} continues the run"
         raise WriteError(
-            f"cannot write {path} ({reason}); {then if os.path.isfile(checkpoint) else 'no checkpoint yet'}"
+            f"cannot write {getattr(e, 'filename', None) or path} ({reason}); "
+            f"{then if os.path.isfile(checkpoint) else 'no checkpoint yet'}"
         ) from None
 
 
@@ -117,7 +121,36 @@ def code_sha256():
     return hashlib.sha256(b"".join(open(path, "rb").read() for path in CODE_FILES)).hexdigest()[:16]
 
 
+def wandb_login_found():
+    """A W&B login that --track can use without asking (wandb would prompt, then fail with a traceback)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None  # where `wandb login` puts it
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def check_args(args):
+    for flag, value, valid, meaning in [
+        ("--learning-rate", args.learning_rate, 0 < args.learning_rate < math.inf, "a positive number"),
+        ("--gamma", args.gamma, 0 < args.gamma <= 1, "in (0, 1]"),
+        ("--gae-lambda", args.gae_lambda, 0 <= args.gae_lambda <= 1, "in [0, 1]"),
+        ("--clip-coef", args.clip_coef, 0 < args.clip_coef < math.inf, "a positive number"),
+        ("--ent-coef", args.ent_coef, 0 <= args.ent_coef < math.inf, "a number at least 0"),
+        ("--vf-coef", args.vf_coef, 0 <= args.vf_coef < math.inf, "a number at least 0"),
+        ("--max-grad-norm", args.max_grad_norm, 0 < args.max_grad_norm < math.inf, "a positive number"),
+        ("--target-kl", args.target_kl, args.target_kl is None or 0 < args.target_kl < math.inf, "a positive number"),
+        ("--seed", args.seed, args.seed >= 0, "at least 0"),
+        ("--wm-learning-rate", args.wm_learning_rate, 0 < args.wm_learning_rate < math.inf, "a positive number"),
+        ("--wm-reward-weight", args.wm_reward_weight, 0 <= args.wm_reward_weight < math.inf, "a number at least 0"),
+        ("--wm-target-tau", args.wm_target_tau, 0 < args.wm_target_tau <= 1, "in (0, 1]"),
+    ]:
+        if not valid:
+            raise UsageError(f"{flag} {value}: must be {meaning}")
+    if args.cuda and not torch.cuda.is_available():
+        raise UsageError("--cuda: torch finds no CUDA device here; leave --cuda off to train on the CPU")
     if args.num_envs < 1 or not 1 <= args.num_env_threads <= args.num_envs:
         raise UsageError("--num-envs must be at least 1 and --num-env-threads between 1 and --num-envs")
     if args.num_steps < 1 or args.num_minibatches < 1 or args.update_epochs < 1:
@@ -130,12 +163,19 @@ def check_args(args):
         raise UsageError("--eval-episodes must be at least 1 and --eval-interval at least 0")
     if min(args.checkpoint_interval, args.video_interval, args.snapshot_interval) < 1:
         raise UsageError("--checkpoint-interval, --video-interval and --snapshot-interval must be at least 1")
-    if args.z_dim < 1 or args.wm_epochs < 1 or args.wm_num_minibatches < 1:
-        raise UsageError("--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1")
-    if not 1 <= args.wm_horizon <= args.num_steps or not args.wm_reward_weight >= 0 or not 0 < args.wm_target_tau <= 1:
-        raise UsageError("--wm-horizon must be 1 to --num-steps, --wm-reward-weight >= 0, --wm-target-tau in (0, 1]")
+    if (
+        args.z_dim < 1
+        or args.wm_epochs < 1
+        or args.wm_num_minibatches < 1
+        or not 1 <= args.wm_horizon <= args.num_steps
+    ):
+        raise UsageError(
+            "--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1, --wm-horizon 1 to --num-steps"
+        )
     if args.track and importlib.util.find_spec("wandb") is None:
         raise UsageError('--track needs wandb: pip install -e ".[track]"')
+    if args.track and not wandb_login_found():
+        raise UsageError("--track needs a W&B login: run `wandb login`, or set WANDB_MODE=offline to log locally")
     if args.env_id not in gym.registry:
         raise UsageError(f"unknown --env-id {args.env_id!r}: not a registered Gymnasium environment")
     space = gym.make(args.env_id).action_space
@@ -383,6 +423,21 @@ def check_saved(parts):
         raise UsageError(f"a parameter of shape {shape} is trained but saved by no checkpoint part (docs/extending.md)")
 
 
+def logged_rows(run_dir, step, batch_size):
+    """progress.csv's rows up to the checkpoint's step, without a last line that a crash cut short; bad input if a row
+    up to that step is missing or damaged (it cannot be logged again)."""
+    path, lines = os.path.join(run_dir, "progress.csv"), []
+    with writing(path, run_dir), contextlib.suppress(FileNotFoundError), open(path, newline="") as f:
+        lines = f.readlines()
+    lines = lines if not lines or lines[-1].endswith("\n") else lines[:-1]  # the row being written when it crashed
+    rows = [r for r in csv.DictReader(lines) if None not in r.values() and r["global_step"].isdigit()]
+    rows = [r for r in rows if int(r["global_step"]) <= step]
+    if [int(r["global_step"]) for r in rows] != list(range(batch_size, step + 1, batch_size)):
+        lost = f"{path} lacks rows up to its checkpoint at step {step:,} (damaged or deleted)"
+        raise UsageError(f"{lost}: move {run_dir} aside and train the run again")
+    return rows
+
+
 def nonfinite(named):
     """The first name whose value (a number, a tensor or a module's parameters) is NaN or infinite, or None."""
     for name, x in named.items():
@@ -454,9 +509,10 @@ class Logger:
     """Writes one dict of metrics per iteration to TensorBoard (the keys are the tags), progress.csv (the column is
     the tag's last part), a line to the console and training_status.log and, with --track, Weights & Biases."""
 
-    def __init__(self, run_dir, args, resume_step=None):
-        self.writer = SummaryWriter(run_dir, purge_step=None if resume_step is None else resume_step + 1)
-        self.run_dir, self.csv_path, self.resume_step = run_dir, os.path.join(run_dir, "progress.csv"), resume_step
+    def __init__(self, run_dir, args, resume_rows=None):  # resume_rows: progress.csv's rows up to the checkpoint
+        purge_step = int(resume_rows[-1]["global_step"]) + 1 if resume_rows else None  # TensorBoard drops the rest
+        self.writer = SummaryWriter(run_dir, purge_step=purge_step)
+        self.run_dir, self.csv_path, self.resume_rows = run_dir, os.path.join(run_dir, "progress.csv"), resume_rows
         self.status, self.columns = open(os.path.join(run_dir, "training_status.log"), "a"), None
         self.wandb, self.videos = None, set(glob.glob(os.path.join(run_dir, "videos", "*.mp4")))  # logged already
         if args.track:  # the run's id comes from its directory, so that --resume continues the same W&B run
@@ -484,15 +540,12 @@ class Logger:
                 logged["videos/eval"] = sys.modules["wandb"].Video(video, format="mp4")
             self.wandb.log(logged, step=global_step)
         row = {"global_step": global_step} | {tag.split("/")[-1]: value for tag, value in metrics.items()}
-        if self.columns is None:  # first row: the header, and on resume the rows up to the checkpoint
-            self.columns, old = list(row), []
-            with writing(self.csv_path, self.run_dir):
-                if self.resume_step is not None:
-                    with open(self.csv_path, newline="") as f:
-                        old = [r for r in csv.DictReader(f) if int(r["global_step"]) <= self.resume_step]
-                with open(self.csv_path, "w", newline="") as f:
-                    csv.DictWriter(f, self.columns, restval="").writeheader()
-                    csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(old)
+        if self.columns is None:  # first row: the header, and on resume the rows up to the checkpoint, then renamed
+            self.columns = list(row)
+            with writing(self.csv_path, self.run_dir), open(f"{self.csv_path}.tmp", "w", newline="") as f:
+                csv.DictWriter(f, self.columns, restval="").writeheader()
+                csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(self.resume_rows or [])
+            os.replace(f"{self.csv_path}.tmp", self.csv_path)
         with writing(self.csv_path, self.run_dir), open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow({k: "" if v is None else v for k, v in row.items()})
         line = f"step {global_step:,}/{total_steps:,} | {row['sps']:,} sps"
@@ -502,7 +555,7 @@ class Logger:
         with writing(self.status.name, self.run_dir):
             self.status.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             self.status.flush()
-        print(line, flush=True)
+        say(line)
 
     def close(self):
         self.writer.close()
@@ -527,6 +580,25 @@ def run_eval_checkpoint(args, given):
         print(f"episode {i}: return {r:.2f}")
     print(f"eval_return_mean={returns.mean():.6f} eval_return_std={returns.std():.6f}")
     return 0
+
+
+def make_run_dir(path):
+    """A new run directory at path, or at path-2, path-3, ... if another run started in the same second."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    for n in range(1, 100):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(new := path if n == 1 else f"{path}-{n}")
+            return new
+    raise FileExistsError(f"{path}-99 exists")
+
+
+def say(line):
+    """A line on stdout; if its reader went away (`| head`), the run stops as a signal would stop it."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to write there
+        signal.raise_signal(signal.SIGPIPE)
 
 
 def setup_run(args, given):
@@ -565,7 +637,7 @@ def train(args, given):
     args, ckpt, run_dir = setup_run(args, given)
     torch.set_num_threads(1)  # small MLPs: one thread is fastest, and reproducible
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
 
     env_groups = make_envs(args.env_id, args.num_envs, args.num_env_threads)
     obs_space, action_space = env_groups[0].single_observation_space, env_groups[0].single_action_space
@@ -587,23 +659,33 @@ def train(args, given):
     counters |= {"eval_seed": args.seed + 100_000, "recent_returns": []}
     if ckpt is not None:
         counters = restore_state(ckpt, parts)
+        resume_rows = logged_rows(run_dir, counters["global_step"], args.batch_size)
         if counters["iteration"] >= args.num_iterations:
             print(f"{run_dir} already finished {counters['global_step']} steps; give a larger --total-timesteps")
             return 0
     check_saved(parts)
     # each start of the run: its code and steps (a resume with other steps re-stretches an annealed schedule)
-    start = {"code_sha256": code_sha256(), "total_timesteps": args.total_timesteps}
+    start = {"code_sha256": code_sha256(), "code_files": [os.path.basename(p) for p in CODE_FILES]}
+    start["total_timesteps"] = args.total_timesteps
     counters["trained_with"] = counters.get("trained_with", []) + [start]
     # everything below may write files: bad input has been rejected above
-    os.makedirs(run_dir, exist_ok=ckpt is not None)
-    tensorboard = f"tensorboard --logdir {os.path.dirname(os.path.normpath(run_dir))}"
-    print(f"{'resuming' if ckpt else 'run'} {run_dir} ({tensorboard})", flush=True)
-    config_path = os.path.join(run_dir, "config.json")
-    with writing(config_path, run_dir):  # renamed when complete: a runner or report never reads half of it
+    stop_signal = []  # SIGINT, SIGTERM or a closed stdout: checkpoint after the iteration, exit; a 2nd Ctrl-C: at once
+
+    def request_stop(signum, frame):
+        stop_signal.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, request_stop)  # main() puts the previous handlers back
+    with writing(run_dir, run_dir):
+        run_dir = run_dir if ckpt else make_run_dir(run_dir)
+        config_path = os.path.join(run_dir, "config.json")  # renamed when complete: never read half-written
         with open(f"{config_path}.tmp", "w") as f:
             json.dump(dataclasses.asdict(args) | {"trained_with": counters["trained_with"]}, f, indent=2)
         os.replace(f"{config_path}.tmp", config_path)
-    logger = Logger(run_dir, args, resume_step=counters["global_step"] if ckpt else None)
+        logger = Logger(run_dir, args, resume_rows if ckpt else None)
+    tensorboard = f"tensorboard --logdir {shlex.quote(os.path.dirname(os.path.normpath(run_dir)))}"
+    say(f"{'resuming' if ckpt else 'run'} {run_dir} ({tensorboard})")
 
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim + args.z_dim), device=device)  # policy inputs [obs, z]
     next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)  # rollout storage
@@ -613,14 +695,6 @@ def train(args, given):
     terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
 
-    stop_signal = []  # SIGINT / SIGTERM: finish the iteration, checkpoint, exit; a second Ctrl-C stops at once
-
-    def request_stop(signum, frame):
-        stop_signal.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, request_stop)  # main() puts the previous handlers back
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
     episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     if rollout := ckpt and ckpt.get("rollout"):  # the episodes in flight go on exactly where the checkpoint left them
@@ -763,9 +837,11 @@ def train(args, given):
             with writing(marker := os.path.join(run_dir, "diverged.json"), run_dir), open(marker, "w") as f:
                 json.dump({"global_step": global_step, "iteration": iteration, "nonfinite": diverged}, f)
             why = "usual causes: a learning rate or a loss weight too high"
-            kept = "not logged, checkpoint.pt and best.pt keep the last finite state"
+            kept = [f for f in ("checkpoint.pt", "best.pt") if os.path.isfile(os.path.join(run_dir, f))]
+            kept = f"the last finite state is in {' and '.join(kept)}" if kept else "no checkpoint was written"
             print(
-                f"{SCRIPT}.py: error: diverged at step {global_step:,}: {diverged} is NaN or infinite ({why}); {kept}",
+                f"{SCRIPT}.py: error: diverged at step {global_step:,}: {diverged} is NaN or infinite ({why}); "
+                f"not logged, {kept}",
                 file=sys.stderr,
             )
             break
@@ -791,7 +867,8 @@ def train(args, given):
             rollout = {"envs": get_env_states(env_groups)} | {k: torch.as_tensor(v) for k, v in episodes.items()}
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, parts, counters, rollout["envs"] and rollout)
         if stop_signal:
-            print(f"stopped by signal {stop_signal[0]}; resume: python {SCRIPT}.py --resume {run_dir}", file=sys.stderr)
+            resume = f"python {SCRIPT}.py --resume {shlex.quote(run_dir)}"
+            print(f"stopped by signal {stop_signal[0]}; resume: {resume}", file=sys.stderr)
             break
 
     pool.shutdown()
@@ -804,7 +881,7 @@ def train(args, given):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, given = tyro.cli(Args, args=argv), {a.split("=")[0] for a in argv if a.startswith("--")}
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}
     try:
         return run_eval_checkpoint(args, given) if args.eval_checkpoint else train(args, given)
     except UsageError as e:

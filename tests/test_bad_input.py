@@ -14,11 +14,27 @@ CASES = [
     ("ppo_continuous", ["--num-envs", "0"], "--num-envs"),
     ("ppo_continuous", ["--num-minibatches", "3"], "not divisible by --num-minibatches"),
     ("ppo_wm", ["--total-timesteps", "100"], "smaller than one batch"),
-    ("ppo_wm_aux", ["--alpha", "-0.1"], "--alpha must be >= 0"),
+    ("ppo_wm_aux", ["--alpha", "-0.1"], "--alpha -0.1: must be a number at least 0"),
+    ("ppo_wm_aux", ["--alpha", "inf"], "--alpha inf: must be a number at least 0"),
     ("ppo_wm", ["--z-dim", "0"], "--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1"),
-    ("ppo_wm_aux", ["--wm-horizon", "0"], "--wm-horizon must be 1 to --num-steps"),
-    ("ppo_wm", ["--wm-target-tau", "0"], "--wm-target-tau in (0, 1]"),
+    ("ppo_wm_aux", ["--wm-horizon", "0"], "--wm-horizon 1 to --num-steps"),
+    ("ppo_wm", ["--wm-target-tau", "0"], "--wm-target-tau 0.0: must be in (0, 1]"),
+    ("ppo_wm", ["--wm-learning-rate", "nan"], "--wm-learning-rate nan: must be a positive number"),
+    ("ppo_wm_aux", ["--wm-reward-weight", "inf"], "--wm-reward-weight inf: must be a number at least 0"),
     ("ppo_continuous", ["--resume", "runs/no-such-run"], "no run with a checkpoint.pt"),
+    # values that cannot train: refused before anything is written, never a traceback or a "diverged" run
+    ("ppo_continuous", ["--learning-rate", "nan"], "--learning-rate nan: must be a positive number"),
+    ("ppo_wm", ["--learning-rate", "-1"], "--learning-rate -1.0: must be a positive number"),
+    ("ppo_wm_aux", ["--learning-rate", "inf"], "--learning-rate inf: must be a positive number"),
+    ("ppo_continuous", ["--gamma", "1.5"], "--gamma 1.5: must be in (0, 1]"),
+    ("ppo_continuous", ["--gamma", "0"], "--gamma 0.0: must be in (0, 1]"),
+    ("ppo_wm", ["--gae-lambda", "2"], "--gae-lambda 2.0: must be in [0, 1]"),
+    ("ppo_continuous", ["--clip-coef", "-1"], "--clip-coef -1.0: must be a positive number"),
+    ("ppo_continuous", ["--ent-coef", "-0.01"], "--ent-coef -0.01: must be a number at least 0"),
+    ("ppo_continuous", ["--vf-coef", "nan"], "--vf-coef nan: must be a number at least 0"),
+    ("ppo_continuous", ["--max-grad-norm", "0"], "--max-grad-norm 0.0: must be a positive number"),
+    ("ppo_continuous", ["--target-kl", "0"], "--target-kl 0.0: must be a positive number"),
+    ("ppo_wm_aux", ["--seed", "-1"], "--seed -1: must be at least 0"),
 ]
 
 
@@ -82,5 +98,20 @@ def test_exit_code_of_the_real_process(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "ppo_wm_aux.py: error: --alpha must be >= 0 (got -1.0)"
+    assert proc.stderr.strip() == "ppo_wm_aux.py: error: --alpha -1.0: must be a number at least 0"
     assert not (tmp_path / "runs").exists()
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this machine; a GPU machine gets the same
+    check_rejected("ppo_wm", ["--cuda"], "--cuda: torch finds no CUDA device here; leave --cuda off", tmp_path, capsys)
+
+
+def test_track_without_a_wandb_login_says_how_to_log_in(tmp_path, capsys, monkeypatch):
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    check_rejected("ppo_continuous", ["--track"], "run `wandb login`, or set WANDB_MODE=offline", tmp_path, capsys)
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "0" * 40 + "\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # where `wandb login` writes the key
+    assert script("ppo_continuous").wandb_login_found()

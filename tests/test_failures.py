@@ -135,7 +135,7 @@ def test_failed_writes_of_progress_and_video_are_one_line(tmp_path, finished_run
     (run_dir / "videos").write_text("a file where the videos folder goes")
     argv = ["--eval-checkpoint", str(run_dir / "best.pt"), "--eval-episodes", "1", "--capture-video"]
     assert script("ppo_continuous").main(argv) == 4
-    one_error_line(capsys.readouterr().err, f"ppo_continuous.py: error: cannot write {run_dir}/videos/eval-best.mp4 (")
+    one_error_line(capsys.readouterr().err, f"ppo_continuous.py: error: cannot write {run_dir}/videos (")  # the file
 
 
 @pytest.mark.parametrize("name", ["ppo_continuous", "ppo_wm_aux"])
@@ -143,7 +143,8 @@ def test_config_records_the_code_and_each_start_and_an_extension_says_it_restret
     mod = script(name)
     run_dir = copy_run(finished_runs[name], tmp_path)
     started = json.loads((run_dir / "config.json").read_text())["trained_with"]
-    assert started == [{"code_sha256": mod.code_sha256(), "total_timesteps": 3 * BATCH}]
+    files = [f"{name}.py"] + (["wm_common.py"] if name != "ppo_continuous" else [])  # what the hash covers
+    assert started == [{"code_sha256": mod.code_sha256(), "code_files": files, "total_timesteps": 3 * BATCH}]
     cmd = [sys.executable, str(ROOT / f"{name}.py"), "--resume", str(run_dir), "--total-timesteps", str(4 * BATCH)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -152,7 +153,7 @@ def test_config_records_the_code_and_each_start_and_an_extension_says_it_restret
         f"--total-timesteps {4 * BATCH} re-stretches the annealed learning rate of a run made for 384"
     )
     assert json.loads((run_dir / "config.json").read_text())["trained_with"] == started + [
-        {"code_sha256": mod.code_sha256(), "total_timesteps": 4 * BATCH}
+        {"code_sha256": mod.code_sha256(), "code_files": files, "total_timesteps": 4 * BATCH}
     ]
 
 
@@ -225,7 +226,8 @@ def test_a_diverged_run_is_reported_as_diverged_never_finished_or_resumed(tmp_pa
     # a new experiment's report goes beside its runs, and lists the run as diverged instead of scoring it
     (summary,) = (tmp_path / "runs" / "reports").glob("mine+*/summary.md")
     text = summary.read_text()
-    assert f"- {run_dir}: " in text.split("Diverged runs")[1] and "| Hopper-v4 | ppo" not in text
+    assert f"- {run_dir.parent.name}/{run_dir.name}: " in text.split("Diverged runs")[1]
+    assert "| Hopper-v4 | ppo" not in text
     again = subprocess.run(runner_cmd(tmp_path, *argv, "--no-report"), capture_output=True, text=True)
     assert again.returncode == 3 and "1 runs: 1 already finished, 0 to run" in again.stdout
     assert list((tmp_path / "runs").glob("ppo+*/Hopper-v4__*")) == [run_dir]  # not trained again
