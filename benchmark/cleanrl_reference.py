@@ -51,8 +51,7 @@ def score(log_text):
 
 
 def finished(run):
-    last, wanted = report.last_step(run, TOTAL_TIMESTEPS)
-    return last >= wanted
+    return bool(run["rows"]) and run["last_step"] >= (TOTAL_TIMESTEPS // run["batch_size"]) * run["batch_size"]
 
 
 RUNNING, STOP_SIGNAL = set(), []

@@ -29,7 +29,8 @@ MIN_SEEDS = 5  # fewer seeds per variant: intervals too wide to mean anything, n
 
 
 DATA = "runs.csv.gz"  # a report's run data, beside its summary.md: the report is made again from it without the runs
-RUN_FIELDS = ["run", "variant", "env_id", "seed", "batch_size", "code", "diverged_step", "diverged_nonfinite"]
+RUN_FIELDS = ["run", "variant", "env_id", "seed", "batch_size", "code", "diverged_step", "diverged_nonfinite", "damage"]
+RUN_FIELDS += ["last_step"]
 ROW_FIELDS = ["global_step", "return_last100", "wall_time"]  # the progress.csv columns the report reads
 
 
@@ -50,13 +51,6 @@ def mean_std(x):
     return f"{x.mean():.0f} ± {x.std(ddof=1) if len(x) > 1 else 0:.0f}"
 
 
-def last_step(run, total_timesteps):
-    """(the run's last logged step, the last step a run of total_timesteps reaches): whole batches only."""
-    return (int(run["rows"][-1]["global_step"]) if run["rows"] else 0), (total_timesteps // run["batch_size"]) * run[
-        "batch_size"
-    ]
-
-
 def probability_of_improvement(x, y):
     """P(X > Y) for one task: the Mann-Whitney U statistic over all seed pairs, ties counting one half."""
     x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
@@ -71,51 +65,79 @@ def bootstrap_ci(samples, statistic, reps=2000, seed=0, alpha=0.05):
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
+def read_progress(run_dir):
+    """(rows, damage) of a run's progress.csv: its complete rows, and None or what is damaged: a row cut short (a crash
+    while writing: no newline) or with missing fields, or a file that cannot be read. A missing file has no rows."""
+    try:
+        with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return [], None
+    except OSError as e:
+        return [], f"progress.csv cannot be read ({e.strerror})"
+    rows = []
+    for i, row in enumerate(csv.DictReader(lines)):
+        if None in row or None in row.values() or not row["global_step"].isdigit() or not lines[i + 1].endswith("\n"):
+            return rows, f"progress.csv line {i + 2} is damaged (cut short or fields missing)"
+        rows.append(row)
+    return rows, None
+
+
 def load_runs(variant_dirs):
+    """The runs in these pools (folders of run directories) as the report reads them: a run directory that cannot be
+    read is a ReportError, never skipped."""
     runs = []
-    for config_path in sorted(p for d in variant_dirs for p in glob.glob(os.path.join(d, "*", "config.json"))):
-        run_dir = os.path.dirname(config_path)
-        name = os.path.relpath(
-            run_dir, os.path.dirname(os.path.dirname(run_dir))
-        )  # <pool>/<run>, wherever the pools are
-        with open(config_path) as f:
-            config = json.load(f)
-        progress = os.path.join(run_dir, "progress.csv")
-        rows = []
-        if os.path.isfile(progress):
-            with open(progress, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r["return_last100"]]
+    for run_dir in sorted(os.path.normpath(d) for pool in variant_dirs for d in glob.glob(os.path.join(pool, "*", ""))):
+        try:
+            with open(os.path.join(run_dir, "config.json")) as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or "not valid JSON"
+            raise ReportError(f"{run_dir}/config.json cannot be read ({why}): restore it, or move {run_dir} aside")
+        rows, damage = read_progress(run_dir)
         diverged = None
         if os.path.isfile(os.path.join(run_dir, "diverged.json")):
             with open(os.path.join(run_dir, "diverged.json")) as f:
                 diverged = json.load(f)
+        starts = config.get("trained_with", [])
         runs.append(
             {
-                "dir": run_dir,
-                "name": name,
+                "name": os.path.relpath(run_dir, os.path.dirname(os.path.dirname(run_dir))),  # <pool>/<run>
                 "variant": config["exp_name"],
                 "env_id": config["env_id"],
                 "seed": config["seed"],
                 "batch_size": config["batch_size"],
-                "rows": rows,
+                "code": sorted(
+                    {
+                        s["code_sha256"] + (f" ({', '.join(s['code_files'])})" if "code_files" in s else "")
+                        for s in starts
+                    }
+                ),
                 "diverged": diverged,
-                "code": sorted({start["code_sha256"] for start in config.get("trained_with", [])}),
+                "damage": damage,
+                "last_step": int(rows[-1]["global_step"]) if rows else 0,
+                "rows": [r for r in rows if r["return_last100"]],  # the iterations after the first finished episode
             }
         )
     return runs
 
 
 def write_data(runs, path):
-    """The runs as the report reads them, a line per progress.csv row (a run without rows: one line without a step),
-    gzipped without a timestamp: the same runs give the same bytes. Written beside the summary, then renamed."""
+    """The runs as the report reads them, a line per scored progress.csv row (a run without one: a line without a
+    step), gzipped without a timestamp: the same runs give the same bytes. Written beside the report, then renamed."""
     with open(f"{path}.tmp", "wb") as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, io.TextIOWrapper(gz, newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(RUN_FIELDS + ROW_FIELDS)
             for r in sorted(runs, key=lambda r: r["name"]):
                 diverged = r["diverged"] or {}
-                head = [r["name"], r["variant"], r["env_id"], r["seed"], r["batch_size"], " ".join(r["code"])]
-                head += [diverged.get("global_step", ""), diverged.get("nonfinite", "")]
+                head = [r["name"], r["variant"], r["env_id"], r["seed"], r["batch_size"], "; ".join(r["code"])]
+                head += [
+                    diverged.get("global_step", ""),
+                    diverged.get("nonfinite", ""),
+                    r["damage"] or "",
+                    r["last_step"],
+                ]
                 writer.writerows(
                     head + [row[c] for c in ROW_FIELDS] for row in r["rows"] or [dict.fromkeys(ROW_FIELDS, "")]
                 )
@@ -130,29 +152,35 @@ def read_data(path):
             if line["run"] not in runs:
                 diverged = {"global_step": int(line["diverged_step"] or 0), "nonfinite": line["diverged_nonfinite"]}
                 runs[line["run"]] = {
-                    "dir": line["run"],
                     "name": line["run"],
                     "variant": line["variant"],
                     "env_id": line["env_id"],
                     "seed": int(line["seed"]),
                     "batch_size": int(line["batch_size"]),
-                    "rows": [],
+                    "code": line["code"].split("; ") if line["code"] else [],
                     "diverged": diverged if line["diverged_step"] else None,
-                    "code": line["code"].split(),
+                    "damage": line["damage"] or None,
+                    "last_step": int(line["last_step"]),
+                    "rows": [],
                 }
             if line["global_step"]:
                 runs[line["run"]]["rows"].append({c: line[c] for c in ROW_FIELDS})
     return list(runs.values())
 
 
-def runs_in_summary(path):
-    """How many runs an existing summary.md scores: the entries of its per-seed table (0 if there is none)."""
+def scored_in_summary(path):
+    """(variant, task, seed) of each run an existing summary.md scores: its per-seed table (none if there is none)."""
     if not os.path.isfile(path):
-        return 0
+        return set()
     with open(path) as f:
         text = f.read()
     table = text.split("Per-seed scores", 1)[1].split("\n\n", 2)[1] if "Per-seed scores" in text else ""
-    return sum(len(re.findall(r"(?:^|, )\d+: ", line.split("|")[3].strip())) for line in table.splitlines()[2:])
+    cells = [line.split("|")[1:4] for line in table.splitlines()[2:]]
+    return {
+        (v.strip(), t.strip(), int(seed))
+        for t, v, scores in cells
+        for seed in re.findall(r"(?:^|, )(\d+): ", scores.strip())
+    }
 
 
 def score_at(rows, step):
@@ -163,7 +191,7 @@ def score_at(rows, step):
 
 def at_step(group, step):
     """The scores at step of the runs of group that reached it (a run of fewer steps counts at its last)."""
-    at = [score_at(r["rows"], step) for r in group if int(r["rows"][-1]["global_step"]) >= min(step, r["wanted"])]
+    at = [score_at(r["rows"], step) for r in group if r["last_step"] >= min(step, r["wanted"])]
     return np.array([a for a in at if a is not None])
 
 
@@ -189,11 +217,21 @@ def curve(rows, grid):
     return np.interp(grid, steps, values, left=np.nan, right=np.nan)
 
 
+def p_cell(x, y, reps):
+    """P(x > y) with its interval, or with 'too few seeds' below MIN_SEEDS, or '–' without runs."""
+    if not (len(x) and len(y)):
+        return "–"
+    if min(len(x), len(y)) < MIN_SEEDS:
+        return f"{probability_of_improvement(x, y):.2f}, too few seeds"
+    lo, hi = bootstrap_ci([x, y], probability_of_improvement, reps)
+    return f"{probability_of_improvement(x, y):.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def write_report(
     variant_dirs,
     out_dir,
     total_timesteps,
-    baseline=None,
+    baselines=(),
     reps=2000,
     title=None,
     env_ids=None,
@@ -201,40 +239,47 @@ def write_report(
     threshold=2000,
     force=False,
     data=None,
+    labels=None,
 ):
-    """variant_dirs: folders of runs, one per variant, or with data (a report's run data file) their names there;
-    env_ids and seeds, when given, select the runs. Raises ReportError, before writing anything, on two runs of one
-    seed or when out_dir holds a report of more runs. Writes the run data it read beside the summary."""
-    pools = {os.path.basename(os.path.normpath(d)) for d in variant_dirs}
+    """variant_dirs: pools of runs, one per variant (with data, a report's run data file: their names in it); env_ids
+    and seeds select runs; baselines: the pools the others are compared with; labels: {pool: name to show}. Raises
+    ReportError, before writing anything, on two runs of one seed, an unreadable run, or when out_dir holds a report
+    of runs this one does not have (unless force). Writes summary.md, learning_curves.png and the run data it read."""
+    pools = [os.path.basename(os.path.normpath(d)) for d in variant_dirs]
+    labels = {pool: (labels or {}).get(pool, pool) for pool in pools}
     runs = [
         r
         for r in (read_data(data) if data else load_runs(variant_dirs))
-        if r["name"].split("/")[0] in pools
-        and (not env_ids or r["env_id"] in env_ids)
-        and (not seeds or r["seed"] in seeds)
+        if r["variant"] in pools and (not env_ids or r["env_id"] in env_ids) and (not seeds or r["seed"] in seeds)
     ]
     by_key = {}
     for r in runs:
         key = (r["variant"], r["env_id"], r["seed"])
         if key in by_key:
-            raise ReportError(f"two runs of {' '.join(map(str, key))}: {by_key[key]} and {r['dir']}; move one aside")
-        by_key[key] = r["dir"]
-    complete, incomplete, diverged = [], [], []
+            raise ReportError(f"two runs of {' '.join(map(str, key))}: {by_key[key]} and {r['name']}; move one aside")
+        by_key[key] = r["name"]
+    complete, lists = [], {"diverged": [], "damaged": [], "no episode": [], "incomplete": []}
     for r in runs:
-        last, wanted = last_step(r, total_timesteps)
-        r = r | {"last_step": last, "wanted": wanted}
-        (diverged if r["diverged"] else complete if last >= wanted else incomplete).append(r)
+        r["wanted"] = (total_timesteps // r["batch_size"]) * r["batch_size"]
+        status = "diverged" if r["diverged"] else "damaged" if r["damage"] else "incomplete"
+        status = "no episode" if status == "incomplete" and r["last_step"] >= r["wanted"] and not r["rows"] else status
+        (complete if status == "incomplete" and r["last_step"] >= r["wanted"] else lists[status]).append(r)
     summary_path = os.path.join(out_dir, "summary.md")
-    replaced = runs_in_summary(summary_path)
-    if not force and len(complete) < replaced:
+    missing = scored_in_summary(summary_path) - {(labels[r["variant"]], r["env_id"], r["seed"]) for r in complete}
+    if missing and not force:
+        v, t, seed = sorted(missing)[0]
         raise ReportError(
-            f"{summary_path} scores {replaced} runs and this report would score {len(complete)}: nothing written "
-            "(check --runs-root; --force replaces it)"
+            f"{summary_path} scores {len(missing)} runs this report does not have ({v} on {t}, seed {seed}, ...): "
+            "nothing written (check --runs-root, the variants and seeds; --force replaces it)"
         )
     os.makedirs(out_dir, exist_ok=True)
     checkpoints = [s for s in CHECKPOINTS if s <= total_timesteps]
     tasks = sorted({r["env_id"] for r in complete})
-    variants = sorted({r["variant"] for r in complete}, key=lambda v: (v != baseline, v))
+    variants = sorted(
+        {r["variant"] for r in complete},
+        key=lambda v: (v not in baselines, list(baselines).index(v) if v in baselines else 0, v),
+    )
+    baselines = [b for b in baselines if b in variants]
     groups = {(t, v): [r for r in complete if r["env_id"] == t and r["variant"] == v] for t in tasks for v in variants}
     scores = {key: np.array([float(r["rows"][-1]["return_last100"]) for r in group]) for key, group in groups.items()}
     earlier = {key: {step: at_step(group, step) for step in checkpoints} for key, group in groups.items()}
@@ -246,80 +291,59 @@ def write_report(
         f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).",
         "",
     ]
-    header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + (
-        f" P(variant > {baseline}) [95% CI] |" if baseline else ""
+    header = "| task | variant | seeds | mean ± std | IQM [95% CI] |" + "".join(
+        f" P(> {labels[b]}) [95% CI] |" for b in baselines
     )
     header += (
         "".join(f" @{s // 1000}k |" for s in checkpoints)
         + f" mean passes {threshold}: step (wall min) | wall min | steps/s |"
     )
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    lines += [header, "|" + "---|" * (header.count("|") - 1)] if complete else ["No run has reached its steps."]
     for t in tasks:
         for v in variants:
-            s = scores[(t, v)]
+            s, group = scores[(t, v)], groups[(t, v)]
             if len(s) == 0:
                 continue
-            group = groups[(t, v)]
-            lost = sum(r["env_id"] == t and r["variant"] == v for r in diverged)
-            seeds_cell = f"{len(s)}" + (f" (+{lost} diverged)" if lost else "")
+            lost = sum(r["env_id"] == t and r["variant"] == v for r in lists["diverged"])
             ci = f"[{', '.join(f'{c:.0f}' for c in bootstrap_ci([s], iqm, reps))}]" if len(s) >= MIN_SEEDS else "–"
-            row = f"| {t} | {v} | {seeds_cell} | {mean_std(s)} | {iqm(s):.0f} {ci} |"
-            if baseline:
-                base = scores.get((t, baseline), np.array([]))
-                if v == baseline or len(base) == 0:
-                    row += " – |"
-                elif min(len(s), len(base)) < MIN_SEEDS:
-                    row += f" {probability_of_improvement(s, base):.2f}, too few seeds |"
-                else:
-                    lo, hi = bootstrap_ci([s, base], probability_of_improvement, reps)
-                    row += f" {probability_of_improvement(s, base):.2f} [{lo:.2f}, {hi:.2f}] |"
-            for step in checkpoints:
-                at = earlier[(t, v)][step]
-                row += f" {np.mean(at):.0f} |" if len(at) else " – |"
+            seeds_cell = f"{len(s)}" + (f" (+{lost} diverged)" if lost else "")
+            row = f"| {t} | {labels[v]} | {seeds_cell} | {mean_std(s)} | {iqm(s):.0f} {ci} |"
+            row += "".join(" – |" if v == b else f" {p_cell(s, scores[(t, b)], reps)} |" for b in baselines)
+            row += "".join(f" {np.mean(at):.0f} |" if len(at) else " – |" for at in earlier[(t, v)].values())
             step, wall = time_to_score(group, threshold)
             row += f" {step:,} ({wall / 60:.1f}) |" if step else " never |"
             walls = [float(r["rows"][-1]["wall_time"]) for r in group]
             sps = [int(r["rows"][-1]["global_step"]) / float(r["rows"][-1]["wall_time"]) for r in group]
-            row += f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |"
-            lines.append(row)
-    if baseline and len(checkpoints) > 1:  # does a difference last, or only come earlier?
-        lines += ["", f"P(variant > {baseline}) [95% CI] at each step (the scores at that step, as in @ columns):", ""]
-        lines += ["| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints)]
-        lines += ["|---|---|" + "---|" * len(checkpoints)]
-        for t in tasks:
-            for v in variants:
-                if v == baseline or not groups[(t, v)] or not groups.get((t, baseline)):
-                    continue
-                row = f"| {t} | {v} |"
-                for step in checkpoints:
-                    x, y = earlier[(t, v)][step], earlier[(t, baseline)][step]
-                    if not (len(x) and len(y)):
-                        row += " – |"
-                    elif min(len(x), len(y)) < MIN_SEEDS:
-                        row += f" {probability_of_improvement(x, y):.2f}, too few seeds |"
-                    else:
-                        lo, hi = bootstrap_ci([x, y], probability_of_improvement, reps)
-                        row += f" {probability_of_improvement(x, y):.2f} [{lo:.2f}, {hi:.2f}] |"
-                lines.append(row)
+            lines.append(row + f" {np.mean(walls) / 60:.1f} | {np.mean(sps):,.0f} |")
+    for b in baselines if len(checkpoints) > 1 else []:  # does a difference last, or only come earlier?
+        rows = [
+            f"| {t} | {labels[v]} |"
+            + "".join(f" {p_cell(earlier[(t, v)][step], earlier[(t, b)][step], reps)} |" for step in checkpoints)
+            for t in tasks
+            for v in variants
+            if v != b and groups[(t, v)] and groups[(t, b)]
+        ]
+        if rows:
+            lines += [
+                "",
+                f"P(variant > {labels[b]}) [95% CI] at each step (the scores at that step, as in @ columns):",
+                "",
+            ]
+            lines += [
+                "| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints),
+                "|---|---|" + "---|" * len(checkpoints),
+            ]
+            lines += rows
     # per seed, so a result can be checked and compared seed by seed without the runs
-    lines += ["", "Per-seed scores (seed: score):", "", "| task | variant | scores |", "|---|---|---|"]
-    for t in tasks:
-        for v in variants:
-            if groups[(t, v)]:
-                by_seed = sorted(groups[(t, v)], key=lambda r: r["seed"])
-                lines.append(
-                    f"| {t} | {v} | "
-                    + ", ".join(f"{r['seed']}: {float(r['rows'][-1]['return_last100']):.0f}" for r in by_seed)
-                    + " |"
-                )
-    for step in [s for s in checkpoints[:-1] if s >= 1_000_000]:  # the lengths of shorter experiments
-        lines += ["", f"Per-seed scores at {step // 1000}k steps (seed: score):", "", "| task | variant | scores |"]
-        lines += ["|---|---|---|"]
-        for t in tasks:
-            for v in variants:
-                by_seed = sorted(groups[(t, v)], key=lambda r: r["seed"])
-                cells = [f"{r['seed']}: {score_at(r['rows'], step):.0f}" for r in by_seed]
-                lines += [f"| {t} | {v} | {', '.join(cells)} |"] if cells else []
+    for step in [None] + [s for s in checkpoints[:-1] if s >= 1_000_000]:  # the end, and the lengths of shorter runs
+        rows = []
+        for (t, v), group in [(key, group) for key, group in groups.items() if group]:
+            by_seed = sorted(group, key=lambda r: r["seed"])
+            at = [score_at(r["rows"], step) if step else float(r["rows"][-1]["return_last100"]) for r in by_seed]
+            rows += [f"| {t} | {labels[v]} | " + ", ".join(f"{r['seed']}: {a:.0f}" for r, a in zip(by_seed, at)) + " |"]
+        if rows:
+            lines += ["", f"Per-seed scores{f' at {step // 1000}k steps' if step else ''} (seed: score):", ""]
+            lines += ["| task | variant | scores |", "|---|---|---|", *rows]
     few = sorted({t for (t, v), s in scores.items() if 0 < len(s) < MIN_SEEDS})
     if few:
         lines += [
@@ -327,41 +351,63 @@ def write_report(
             f"Too few seeds: {', '.join(few)} has fewer than {MIN_SEEDS} seeds per variant; intervals that wide mean "
             "nothing, so none is shown there (and no average over tasks).",
         ]
-    if baseline and len(tasks) > 1:
-        lines += ["", f"Average probability of improvement over {baseline} across tasks (rliable's aggregate):", ""]
+    for b in baselines if len(tasks) > 1 and not few else []:
+        averages = []
         for v in variants:
-            if v == baseline or not all(len(scores[(t, v)]) and len(scores[(t, baseline)]) for t in tasks) or few:
+            if v == b or not all(len(scores[(t, v)]) and len(scores[(t, b)]) for t in tasks):
                 continue
-            samples = [scores[(t, v)] for t in tasks] + [scores[(t, baseline)] for t in tasks]
-            k = len(tasks)
+            samples, k = [scores[(t, v)] for t in tasks] + [scores[(t, b)] for t in tasks], len(tasks)
 
             def avg_poi(*s):
                 return float(np.mean([probability_of_improvement(s[i], s[k + i]) for i in range(k)]))
 
             lo, hi = bootstrap_ci(samples, avg_poi, reps)
-            lines.append(f"- {v}: {avg_poi(*samples):.2f} [{lo:.2f}, {hi:.2f}]")
-    if diverged:
-        lines += ["", "Diverged runs (a loss, a parameter or an observation became NaN or infinite), not scored:", ""]
-        lines += [
-            f"- {r['name']}: {r['diverged']['nonfinite']} at step {r['diverged']['global_step']:,}" for r in diverged
-        ]
-    if incomplete:
-        lines += ["", "Incomplete runs, left out of every number above:", ""]
-        lines += [f"- {r['name']}: {r['last_step']:,} of {r['wanted']:,} steps" for r in incomplete]
+            averages.append(f"- {labels[v]}: {avg_poi(*samples):.2f} [{lo:.2f}, {hi:.2f}]")
+        if averages:
+            lines += [
+                "",
+                f"Average probability of improvement over {labels[b]} across tasks (rliable's aggregate):",
+                "",
+                *averages,
+            ]
+    said = {
+        "diverged": (
+            "Diverged runs (a loss, a parameter or an observation became NaN or infinite), not scored:",
+            lambda r: f"{r['diverged']['nonfinite']} at step {r['diverged']['global_step']:,}",
+        ),
+        "damaged": (
+            "Damaged runs, not scored (resume one that has not finished: the damaged rows go; else train it again):",
+            lambda r: r["damage"],
+        ),
+        "no episode": (
+            "Runs that finished without finishing an episode, so without a score:",
+            lambda r: f"no episode ended in its {r['last_step']:,} steps",
+        ),
+        "incomplete": (
+            "Incomplete runs, left out of every number above:",
+            lambda r: f"{r['last_step']:,} of {r['wanted']:,} steps",
+        ),
+    }
+    for status, (heading, what) in said.items():
+        if lists[status]:
+            lines += ["", heading, "", *[f"- {r['name']}: {what(r)}" for r in lists[status]]]
     versions = {}
     for r in complete:
-        versions.setdefault(r["variant"], {}).setdefault(", ".join(r["code"]) or "not recorded", []).append(r)
+        versions.setdefault(r["variant"], {}).setdefault("; ".join(r["code"]) or "not recorded", []).append(r)
     if any(code != "not recorded" for by_code in versions.values() for code in by_code):
         lines += [
             "",
-            "Code the scored runs were trained with (sha256 of the script and wm_common.py, from config.json):",
+            "Code the scored runs were trained with (config.json's trained_with: sha256 of the files named):",
+            "",
         ]
-        lines += [""] + [
-            f"- {v}: " + "; ".join(f"{code} ({len(rs)} runs)" for code, rs in by_code.items())
+        lines += [
+            f"- {labels[v]}: " + "; ".join(f"{code} ({len(rs)} runs)" for code, rs in by_code.items())
             for v, by_code in versions.items()
         ]
     if complete:
-        plot_curves(complete, tasks, variants, total_timesteps, os.path.join(out_dir, "learning_curves.png"), reps)
+        plot_curves(
+            complete, tasks, variants, labels, total_timesteps, os.path.join(out_dir, "learning_curves.png"), reps
+        )
         lines += [
             "",
             "![learning curves](learning_curves.png)",
@@ -372,10 +418,10 @@ def write_report(
         f.write("\n".join(lines) + "\n")
     write_data(runs, os.path.join(out_dir, DATA))
     print("\n".join(lines))
-    return scores, incomplete + diverged
+    return scores, [r for status in lists.values() for r in status]
 
 
-def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
+def plot_curves(runs, tasks, variants, labels, total_timesteps, path, reps):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -394,7 +440,7 @@ def plot_curves(runs, tasks, variants, total_timesteps, path, reps):
             boots = np.array(
                 [np.nanmean(curves[rng.integers(0, len(curves), len(curves))], 0) for _ in range(min(reps, 500))]
             )
-            ax.plot(grid, mean, label=f"{v} (n={len(curves)})")
+            ax.plot(grid, mean, label=f"{labels[v]} (n={len(curves)})")
             ax.fill_between(grid, np.nanquantile(boots, 0.025, 0), np.nanquantile(boots, 0.975, 0), alpha=0.2)
         ax.set_title(t)
         ax.set_xlabel("environment steps")
@@ -411,7 +457,9 @@ def main(argv=None):
     parser.add_argument("out_dir", help="where summary.md and the figures go")
     parser.add_argument("variant_dirs", nargs="+", help="one folder of runs per variant, e.g. runs/benchmark/ppo")
     parser.add_argument("--total-timesteps", type=int, default=1_000_000, help="steps each run should have reached")
-    parser.add_argument("--baseline", help="variant the others are compared with (default: the first folder's)")
+    parser.add_argument(
+        "--baselines", nargs="+", help="variants the others are compared with (default: the first folder's)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="report only these seeds (default: all in the folders)")
     parser.add_argument("--env-ids", nargs="+", help="report only these tasks (default: all in the folders)")
     parser.add_argument("--force", action="store_true", help="replace a report of more runs than this one")
@@ -424,13 +472,15 @@ def main(argv=None):
             args.variant_dirs,
             args.out_dir,
             args.total_timesteps,
-            args.baseline or os.path.basename(os.path.normpath(args.variant_dirs[0])),
+            args.baselines or [os.path.basename(os.path.normpath(args.variant_dirs[0]))],
             env_ids=args.env_ids,
             seeds=args.seeds,
             force=args.force,
         )
     except ReportError as e:
         parser.exit(2, f"report.py: error: {e}\n")
+    except OSError as e:  # the report's folder cannot be written
+        parser.exit(4, f"report.py: error: cannot write {e.filename or 'a file'} ({e.strerror})\n")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ a refusal (nothing written), 3 a run diverged, 128+N stopped by signal N.
 """
 
 import argparse
-import csv
+import ctypes
 import dataclasses
 import fcntl
 import glob
@@ -49,6 +49,9 @@ import sys
 import time
 
 import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ["Walker2d-v4", "Hopper-v4", "HalfCheetah-v4"]
@@ -101,11 +104,25 @@ EXPERIMENTS = {
     "E8": (["ppo", "ppo_wm", "ppo_wm_target0.01", "ppo_wm_mrq_ema"], ["Hopper-v4"], list(range(21, 31)), 3_000_000),
 }
 STEPS = 1_000_000  # an experiment's steps per run unless it names its own
+# the report gives the probability of improvement over each baseline; the first variant's by default
+BASELINES = {"E5": ["ppo", "ppo_wm"], "E5-ant": ["ppo", "ppo_wm"], "E6": ["ppo_wm", "ppo"], "E8": ["ppo", "ppo_wm"]}
 
 
 def experiment_defaults(name):
     """(variants or None, tasks, seeds, steps) of an experiment; a new one has no variants of its own."""
     return (*EXPERIMENTS.get(name, (None, TASKS, SEEDS)), STEPS)[:4]
+
+
+def report_folder(experiment, names, seeds, tasks, steps, extra):
+    """The report's folder: the experiment's name, then what differs from its definition (variants, seeds, tasks,
+    steps, flags that change results); the name alone for an experiment as defined."""
+    variants, default_tasks, default_seeds, default_steps = experiment_defaults(experiment)
+    what = []
+    if variants:  # a new experiment is what its variants, flags and steps make it
+        what += names if names != variants else []
+        what += ["seeds", *map(str, seeds)] if seeds != default_seeds else []
+        what += ["tasks", *tasks] if tasks != default_tasks else []
+    return pool_name("+".join([experiment, *what]), extra, steps if steps != default_steps else STEPS)
 
 
 def parse_variant(spec):
@@ -130,8 +147,8 @@ NOT_A_CONFIGURATION = ("--num-env-threads", "--track", "--wandb-project-name", "
 
 def pool_name(variant, extra, total_timesteps=STEPS):
     """The pool directory of a variant: runs with extra flags are another configuration, never E1's finished runs, and
-    so are runs of another length than 1M (plan() passes it where an annealed learning rate depends on it). The flags
-    in NOT_A_CONFIGURATION do not change results, so they do not make a new configuration."""
+    so are runs of another length than 1M (the learning-rate schedule, the evaluations and best.pt depend on it). The
+    flags in NOT_A_CONFIGURATION do not change results, so they do not make a new configuration."""
     tokens = []
     for i, t in enumerate(extra):
         value_of_one = i > 0 and extra[i - 1] in NOT_A_CONFIGURATION and extra[i - 1] != "--track"
@@ -151,9 +168,7 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, 
         for env_id in env_ids or default_tasks:
             for spec in variants or all_variants:
                 name, script, flags = parse_variant(spec)
-                # the length is part of the configuration where the learning-rate schedule depends on it
-                constant_lr = "--no-anneal-lr" in flags + extra
-                variant = pool_name(name, extra, STEPS if constant_lr else total_timesteps)
+                variant = pool_name(name, extra, total_timesteps)
                 runs_dir = os.path.join(runs_root, variant)
                 base = [python, script]
                 fresh = base + [
@@ -173,6 +188,7 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, 
                 runs.append(
                     {
                         "name": f"{env_id}__{variant}__{seed}",
+                        "label": name,
                         "script": script,
                         "runs_dir": runs_dir,
                         "env_id": env_id,
@@ -264,13 +280,12 @@ def check_config(run, run_dir, saved, reuse_changed_scripts=False):
                 f"{run_dir} was made with {k}={made_with!r} but {script} now runs {k}={v!r} (a changed default?): "
                 f"move {run['runs_dir']} aside to rerun, or pass the old value with --extra"
             )
-    # an annealed learning rate is stretched over the run's steps: a run of other steps, or one extended, is another run
+    # the length is part of a run: its learning-rate schedule, its evaluations and best.pt depend on it
     lengths = {saved["total_timesteps"]} | {start["total_timesteps"] for start in saved.get("trained_with", [])}
-    wanted = run["total_timesteps"]
-    if (saved.get("anneal_lr", True) and lengths != {wanted}) or max(lengths) > wanted:
+    if lengths != {wanted := run["total_timesteps"]}:
         raise StaleRun(
-            f"{run_dir} was trained for {' then '.join(f'{n:,}' for n in sorted(lengths))} steps, not {wanted:,}; "
-            f"with an annealed learning rate that is another schedule: move {run['runs_dir']} aside"
+            f"{run_dir} was trained for {' then '.join(f'{n:,}' for n in sorted(lengths))} steps, not {wanted:,}: "
+            f"a run of other steps is another run (its schedule and evaluations differ): move {run['runs_dir']} aside"
         )
     made_by = {start["code_sha256"] for start in saved.get("trained_with", [])}
     code = getattr(script_module(run["script"]), "code_sha256", None)
@@ -299,12 +314,31 @@ def check_pool(run, write=False):
             json.dump(made, f)
 
 
+def read_config(run_dir):
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or "not valid JSON"
+        raise StaleRun(
+            f"{run_dir}/config.json cannot be read ({reason}): restore it, or move {run_dir} aside"
+        ) from None
+
+
 def run_dirs(run):
-    """The run's directories in its pool: those that got somewhere (a checkpoint or a divergence record), and those
-    that died before either."""
+    """The run's directories in its pool: those that count (a checkpoint, a divergence record, or every step logged:
+    finished, whatever was deleted after), and those that died before their first checkpoint."""
     dirs = sorted(glob.glob(os.path.join(run["runs_dir"], f"{run['name']}__*")))
-    started = [d for d in dirs if any(os.path.isfile(os.path.join(d, f)) for f in ("checkpoint.pt", "diverged.json"))]
+    marked = lambda d: any(os.path.isfile(os.path.join(d, f)) for f in ("checkpoint.pt", "diverged.json"))  # noqa: E731
+    started = [d for d in dirs if marked(d) or os.path.isfile(os.path.join(d, "config.json")) and logged_all(run, d)]
     return started, [d for d in dirs if d not in started]
+
+
+def logged_all(run, run_dir):
+    """Whether progress.csv holds every step of the run (complete rows only)."""
+    rows, _ = report.read_progress(run_dir)
+    batch = read_config(run_dir)["batch_size"]
+    return bool(rows) and int(rows[-1]["global_step"]) >= (run["total_timesteps"] // batch) * batch
 
 
 def run_state(run, reuse_changed_scripts=False):
@@ -315,16 +349,19 @@ def run_state(run, reuse_changed_scripts=False):
     if not started:
         return "new", None
     run_dir = started[0]
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
-    check_config(run, run_dir, config, reuse_changed_scripts)
+    check_config(run, run_dir, read_config(run_dir), reuse_changed_scripts)
     if os.path.isfile(os.path.join(run_dir, "diverged.json")):
         return "diverged", run_dir
-    batch = config["batch_size"]
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    last_step = int(rows[-1]["global_step"]) if rows else 0
-    return ("done" if last_step >= (run["total_timesteps"] // batch) * batch else "resume"), run_dir
+    if logged_all(run, run_dir):
+        return "done", run_dir
+    rows, damage = report.read_progress(run_dir)
+    if damage:  # resumable only if the rows up to the checkpoint are whole (the resume drops the damaged ones)
+        import torch
+
+        step = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["counters"]["global_step"]
+        if not rows or int(rows[-1]["global_step"]) < step:
+            raise StaleRun(f"{run_dir}/{damage}, before its checkpoint (step {step:,}): move {run_dir} aside")
+    return "resume", run_dir
 
 
 def peek_state(run, reuse_changed_scripts=False):
@@ -356,7 +393,10 @@ def claim(run):
     process inherits it and the OS releases it when that process ends, even if the runner was killed. None if another
     runner holds it."""
     os.makedirs(run["runs_dir"], exist_ok=True)
-    fd = os.open(lock_path(run), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path(run), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only pool: its runs can be read (a report), not trained
+        fd = os.open(lock_path(run), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -370,13 +410,21 @@ def set_aside_dead(run):
     run starts afresh in one directory and the report never meets them."""
     for run_dir in run_dirs(run)[1]:
         os.makedirs(os.path.join(run["runs_dir"], ".died"), exist_ok=True)
-        os.replace(run_dir, os.path.join(run["runs_dir"], ".died", os.path.basename(run_dir)))
+        os.replace(run_dir, aside := os.path.join(run["runs_dir"], ".died", os.path.basename(run_dir)))
+        print(f"set aside {run_dir} as {aside}: it stopped before its first checkpoint; the run starts afresh")
 
 
 def divergence(run_dir):
     with open(os.path.join(run_dir, "diverged.json")) as f:
         d = json.load(f)
     return f"{d['nonfinite']} became NaN or infinite at step {d['global_step']:,}"
+
+
+def stop_with_me():
+    """In a run's process before it starts: SIGTERM when the runner dies, even by kill -9, so that the run checkpoints
+    at the end of its iteration and never trains beside the runs of the next runner (Linux's PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def run_local(runs, workers, logs_dir, reuse_changed_scripts=False):
@@ -426,7 +474,15 @@ def run_local(runs, workers, logs_dir, reuse_changed_scripts=False):
                 log = open(log_path, "a")
                 log.write(f"$ {shlex.join(cmd)}\n")
                 log.flush()
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, pass_fds=(fd,))
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=ROOT,
+                    pass_fds=(fd,),
+                    preexec_fn=stop_with_me,
+                )
                 os.close(fd)  # the run's process holds the claim now
                 running.append((proc, cmd, log_path, log, run, time.time()))
             time.sleep(0.5)
@@ -539,6 +595,17 @@ def slurm_task(runs_file, index):
 
 
 def main(argv=None):
+    try:
+        return run_experiment(argv)
+    except BrokenPipeError:  # its reader went away (| head): stop as SIGPIPE would; the runs stop with the runner
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as e:  # a pool, log or report folder that cannot be written (read-only, full, not a folder)
+        print(f"runner.py: error: cannot write {e.filename or 'a file'} ({e.strerror})", file=sys.stderr)
+        return 4
+
+
+def run_experiment(argv):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
@@ -550,6 +617,9 @@ def main(argv=None):
         help="variants (names or 'NAME=SCRIPT FLAGS'; the first is the baseline) instead of the experiment's",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the experiment's; 1-10 for a new one)")
+    parser.add_argument(
+        "--baselines", nargs="+", help="variants the report compares the others with (default: the experiment's)"
+    )
     parser.add_argument("--total-timesteps", type=int, help="steps per run (default: the experiment's; 1M for most)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
     parser.add_argument(
@@ -557,7 +627,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--results-dir",
-        help="where the report's folder goes (default: benchmark/results for E1-E8, <runs-root>/reports for a new one)",
+        help="where the report's folder goes (default: benchmark/results as defined, else <runs-root>/reports)",
     )
     parser.add_argument("--force", action="store_true", help="replace a report that holds more runs than the new one")
     parser.add_argument(
@@ -587,15 +657,15 @@ def main(argv=None):
     all_variants, default_tasks, default_seeds, default_steps = experiment_defaults(args.experiment)
     args.seeds = args.seeds or default_seeds
     args.total_timesteps = args.total_timesteps or default_steps
-    built_in = args.experiment in EXPERIMENTS
-    args.results_dir = args.results_dir or (
-        os.path.join(ROOT, "benchmark", "results") if built_in else os.path.join(args.runs_root, "reports")
-    )
+    args.runs_root = os.path.abspath(args.runs_root)  # relative to the caller's directory, for runs, logs and report
     variants = args.variants or all_variants
     try:
         names = [parse_variant(v)[0] for v in variants]
     except ValueError as e:
         parser.error(str(e))
+    baselines = args.baselines or [b for b in BASELINES.get(args.experiment, names[:1]) if b in names] or names[:1]
+    if not set(baselines) <= set(names):
+        parser.error(f"--baselines {' '.join(baselines)}: each must be one of the variants ({' '.join(names)})")
     if args.workers < 1 or args.total_timesteps < 1:
         parser.error("--workers and --total-timesteps must be positive")
 
@@ -634,14 +704,14 @@ def main(argv=None):
     logs = os.path.join(args.runs_root, "logs")
     rc = 0 if args.report_only else run_local(runs, args.workers, logs, args.reuse_changed_scripts)
     if not args.no_report:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import report
-
-        pools = list(dict.fromkeys(r["variant"] for r in runs))  # the variants' pools, baseline first
-        subset = all_variants is not None and variants != all_variants  # never overwrite the full report
-        name = "+".join([args.experiment, *names]) if subset else args.experiment
-        steps = STEPS if args.total_timesteps == default_steps else args.total_timesteps  # E7's 3M: just "E7"
-        out_dir = os.path.join(args.results_dir, pool_name(name, extra, steps))
+        labels = {r["variant"]: r["label"] for r in runs}  # pool -> the variant's name as given
+        tasks = args.env_ids or default_tasks
+        folder = report_folder(args.experiment, names, args.seeds, tasks, args.total_timesteps, extra)
+        as_defined = args.experiment in EXPERIMENTS and folder == args.experiment  # a result: benchmark/results
+        default_dir = (
+            os.path.join(ROOT, "benchmark", "results") if as_defined else os.path.join(args.runs_root, "reports")
+        )
+        out_dir = os.path.join(args.results_dir or default_dir, folder)
         data = os.path.join(out_dir, report.DATA)  # the report's shipped run data, read where no run is on disk
         data = (
             data if args.report_only and not any(sum(run_dirs(r), []) for r in runs) and os.path.isfile(data) else None
@@ -650,16 +720,18 @@ def main(argv=None):
             print(f"no runs of this report under {args.runs_root}: reporting from its run data, {data}")
         try:
             report.write_report(
-                [os.path.join(args.runs_root, p) for p in pools],
+                [os.path.join(args.runs_root, pool) for pool in labels],
                 out_dir,
                 args.total_timesteps,
-                baseline=pools[0],
+                baselines=[pool for pool, name in labels.items() if name in baselines],
                 title=args.experiment,
-                env_ids=args.env_ids or default_tasks,
+                env_ids=tasks,
                 seeds=args.seeds,
                 force=args.force,
                 data=data,
+                labels=labels,
             )
+            print(f"report: {os.path.join(out_dir, 'summary.md')}")
         except report.ReportError as e:
             print(f"runner.py: error: {e}", file=sys.stderr)
             return 2

@@ -6,7 +6,7 @@
     python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra="--update-epochs 15"   # each script with a flag
     python benchmark/speed.py --reference ../old-checkout       # each script also as it is in another checkout
     python benchmark/speed.py --pairs                           # the runner's mode: two runs side by side, one per core
-    python benchmark/speed.py --scripts ppo_wm mine=my_wm.py    # a copied script beside the one it was copied from
+    python benchmark/speed.py --scripts ppo_wm mine=my_wm.py    # a copy beside its original: mine's rate x ppo_wm's
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
 random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
@@ -42,6 +42,7 @@ percentile leaves out.
 
 import argparse
 import csv
+import difflib
 import glob
 import mmap
 import os
@@ -231,6 +232,14 @@ def main():
             parser.error(f"--scripts {spec}: name one of {', '.join(SCRIPTS)} or give NAME=SCRIPT.py of a script here")
         script_paths[name] = path
     args.scripts = [spec.partition("=")[0] for spec in args.scripts]
+    # a copied script's original: the built-in one given beside it that differs from it in the fewest lines
+    differs = lambda a, b: sum(1 for _ in difflib.unified_diff(open(a).readlines(), open(b).readlines()))  # noqa: E731
+    built_in = [name for name in args.scripts if name in SCRIPTS]
+    original = {
+        name: min(built_in, key=lambda b: differs(path, script_paths[b]))
+        for name, path in script_paths.items()
+        if name not in SCRIPTS and built_in
+    }
     # a script named twice runs twice per repeat (e.g. ppo_continuous against itself: the noise left)
     labels = [
         name if args.scripts[:i].count(name) == 0 else f"{name} #{args.scripts[:i].count(name) + 1}"
@@ -348,7 +357,7 @@ def main():
             rel = median_and_range([r["sps"] / b["sps"] for r, b in zip(results, base)])
         # per repeat, the rate over each twin's: PPO's, the script's without the variant flags, the reference checkout's
         unvaried = name.removesuffix(f" {args.variant_extra}") if args.variant_extra else name
-        for twin in dict.fromkeys(["ppo_continuous", unvaried, f"{name} @reference"]):
+        for twin in dict.fromkeys(["ppo_continuous", unvaried, f"{name} @reference", original.get(name, name)]):
             if twin != name and twin in runs:
                 ratios = [r["sps"] / t["sps"] for r, t in zip(results, runs[twin])]
                 per_repeat.append(f"{name}: x {twin} per repeat " + ", ".join(f"{x:.3f}" for x in ratios))

@@ -24,16 +24,16 @@ import runner  # noqa: E402
 
 
 def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
-    extra = TINY_EXTRA + " --no-anneal-lr"  # a constant learning rate: a run may be extended (test_failures.py)
-    common = ["--experiment", "E3", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "--workers", "2", "--extra", extra]
-    common += ["--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
-    assert runner.main([*common, "--total-timesteps", "256"]) == 0
+    common = ["--experiment", "E3", "--env-ids", "Hopper-v4", "--seeds", "1", "2", "--workers", "2"]
+    common += ["--extra", TINY_EXTRA, "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    common += ["--total-timesteps", "256"]
+    assert runner.main(common) == 0
     runs = sorted((tmp_path / "runs").glob("*/*/progress.csv"))
     assert len(runs) == 6  # 3 alphas x 2 seeds
-    # runs with extra flags are another configuration: their own pools (and report), never the default runs
-    pools = {v: runner.pool_name(v, extra.split()) for v in ("ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05")}
+    # runs with extra flags or another length are another configuration: their own pools, never the default runs
+    pools = {v: runner.pool_name(v, TINY_EXTRA.split(), 256) for v in ("ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05")}
     assert pools["ppo_wm"] == (
-        "ppo_wm+num-envs+4+num-steps+32+num-minibatches+2+update-epochs+1+eval-interval+0+no-anneal-lr"
+        "ppo_wm+num-envs+4+num-steps+32+num-minibatches+2+update-epochs+1+eval-interval+0+total-timesteps+256"
     )
     assert (
         runner.pool_name("ppo", ["--num-env-threads", "1"]) == runner.pool_name("ppo", ["--num-env-threads=2"]) == "ppo"
@@ -45,37 +45,39 @@ def test_runner_fans_out_skips_resumes_and_reports_failures(tmp_path, capsys):
         alphas = {pools["ppo_wm"]: 0.0, pools["ppo_wm_aux"]: 0.01, pools["ppo_wm_aux_alpha0.05"]: 0.05}
         assert config.get("alpha", 0.0) == alphas[config["exp_name"]]
         assert len(list(csv.DictReader(open(p)))) == 2
-    results = tmp_path / "results" / runner.pool_name("E3", extra.split(), 256)
+    # seeds and tasks other than E3's: the report goes to a folder that says so, and names variants as given
+    folder = runner.report_folder(
+        "E3", ["ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"], [1, 2], ["Hopper-v4"], 256, []
+    )
+    assert folder == "E3+seeds+1+2+tasks+Hopper-v4+total-timesteps+256"
+    results = tmp_path / "results" / runner.report_folder("E3", [], [1, 2], ["Hopper-v4"], 256, TINY_EXTRA.split())
     summary = (results / "summary.md").read_text()
-    assert f"| Hopper-v4 | {pools['ppo_wm']} | 2 |" in summary
-    assert f"| Hopper-v4 | {pools['ppo_wm_aux_alpha0.05']} | 2 |" in summary
+    assert summary.startswith("# E3: 256 steps per run") and "| Hopper-v4 | ppo_wm_aux_alpha0.05 | 2 |" in summary
+    assert f"report: {results / 'summary.md'}" in capsys.readouterr().out
     assert (results / "learning_curves.png").exists()
-    capsys.readouterr()
 
     # everything finished: nothing runs again
-    assert runner.main([*common, "--total-timesteps", "256", "--no-report"]) == 0
+    assert runner.main([*common, "--no-report"]) == 0
     assert "6 already finished, 0 to run" in capsys.readouterr().out
 
     # a subset of the variants reports to its own folder and leaves the full report as it was
-    subset_argv = ["--total-timesteps", "256", "--variants", "ppo_wm", "ppo_wm_aux_alpha0.05", "--report-only"]
-    assert runner.main([*common, *subset_argv]) == 0
-    subset = tmp_path / "results" / runner.pool_name("E3+ppo_wm+ppo_wm_aux_alpha0.05", extra.split(), 256)
-    subset = (subset / "summary.md").read_text()
-    assert f"| {pools['ppo_wm_aux_alpha0.05']} | 2 |" in subset and f"| {pools['ppo_wm_aux']} |" not in subset
+    assert runner.main([*common, "--variants", "ppo_wm", "ppo_wm_aux_alpha0.05", "--report-only"]) == 0
+    subset = (
+        results.parent / results.name.replace("E3+", "E3+ppo_wm+ppo_wm_aux_alpha0.05+", 1) / "summary.md"
+    ).read_text()
+    assert "| Hopper-v4 | ppo_wm_aux_alpha0.05 | 2 |" in subset and "| ppo_wm_aux |" not in subset
     assert (results / "summary.md").read_text() == summary
 
-    # more steps: every run continues in place with --resume; one run's checkpoint is corrupt and must fail loudly
-    broken = runs[0].parent / "checkpoint.pt"
-    broken.write_bytes(b"corrupt")
-    assert runner.main([*common, "--total-timesteps", "384", "--no-report"]) == 1
+    # a run that has not finished is resumed; its checkpoint is corrupt and it must fail loudly, the others not run
+    lines = runs[0].read_text().splitlines(keepends=True)
+    runs[0].write_text("".join(lines[:2]))
+    (runs[0].parent / "checkpoint.pt").write_bytes(b"corrupt")
+    capsys.readouterr()
+    assert runner.main([*common, "--no-report"]) == 1
     out, err = capsys.readouterr()
     assert "done 5/6" in out and "failed 1" in out
     assert err.count("FAILED (exit 2)") == 1 and f"--resume {runs[0].parent}" in err and "log: " in err
-    assert sorted(p.parent for p in (tmp_path / "runs").glob("*/*/progress.csv")) == sorted(
-        p.parent for p in runs
-    )  # no new dirs
-    for p in runs[1:]:
-        assert [int(r["global_step"]) for r in csv.DictReader(open(p))] == [128, 256, 384]
+    assert sorted((tmp_path / "runs").glob("*/*/progress.csv")) == runs  # no new dirs
     log = (tmp_path / "runs" / "logs" / f"{runs[0].parent.name.rsplit('__', 1)[0]}.log").read_text()
     assert "truncated or corrupt" in log
 
@@ -301,7 +303,7 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     nan = make_run(tmp_path, "ppo_same", "TaskB-v0", 99, 100, steps=8192)  # diverged: listed, never scored
     (nan / "diverged.json").write_text(json.dumps({"global_step": 10240, "iteration": 5, "nonfinite": "value_loss"}))
     dirs = [str(tmp_path / v) for v in ("ppo", "ppo_shifted", "ppo_same")]
-    scores, incomplete = report.write_report(dirs, str(tmp_path / "out"), 1_000_000, baseline="ppo", reps=500)
+    scores, incomplete = report.write_report(dirs, str(tmp_path / "out"), 1_000_000, baselines=["ppo"], reps=500)
     assert sorted(r["name"] for r in incomplete) == ["ppo/TaskA-v0__ppo__99__0", "ppo_same/TaskB-v0__ppo_same__99__0"]
     for task in ("TaskA-v0", "TaskB-v0"):
         assert len(scores[(task, "ppo")]) == 8
@@ -331,7 +333,7 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
     # made again from its run data alone, into another folder: the same bytes
     data = str(tmp_path / "out" / report.DATA)
     again = tmp_path / "again" / "out"  # the title is the folder's name
-    report.write_report(["ppo", "ppo_shifted", "ppo_same"], str(again), 1_000_000, "ppo", 500, data=data)
+    report.write_report(["ppo", "ppo_shifted", "ppo_same"], str(again), 1_000_000, ["ppo"], 500, data=data)
     for name in ("summary.md", "learning_curves.png", report.DATA):
         assert (again / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
 
@@ -766,7 +768,7 @@ def test_runner_compares_a_researchers_copied_script_with_the_baseline(tmp_path,
     assert config["z_dim"] == 8 and config["wm_epochs"] == 1  # the copy's default and the variant's flag
     assert len(list(csv.DictReader(open(mine_run / "progress.csv")))) == 2
     summary = (tmp_path / "results" / runner.pool_name("mine", TINY_EXTRA.split(), 256) / "summary.md").read_text()
-    assert "P(mine+" in summary or "| Hopper-v4 | mine+" in summary
+    assert "| Hopper-v4 | mine | 1 |" in summary  # the variant as named
     capsys.readouterr()
     assert runner.main([*common, "--dry-run"]) == 0
     assert capsys.readouterr().out.count(": finished") == 2

@@ -114,3 +114,149 @@ def test_a_run_that_diverges_at_once_says_no_checkpoint_was_written(tmp_path):
     )
     (run_dir,) = tmp_path.iterdir()
     assert json.loads((run_dir / "diverged.json").read_text())["iteration"] == 1
+
+
+# --- the runner and the report ---
+
+sys.path.insert(0, str(ROOT / "benchmark"))
+import report  # noqa: E402
+import runner  # noqa: E402
+
+from conftest import TINY_EXTRA, make_run  # noqa: E402
+
+POOL = runner.pool_name("ppo", TINY_EXTRA.split(), 256)
+
+
+def experiment(runs_root, *more):
+    """The runner's arguments for two tiny PPO runs on Hopper (seeds 1 and 2)."""
+    argv = ["--experiment", "tiny", "--variants", "ppo", "--env-ids", "Hopper-v4", "--seeds", "1", "2"]
+    return [*argv, "--total-timesteps", "256", "--extra", TINY_EXTRA, "--runs-root", str(runs_root), *more]
+
+
+@pytest.fixture(scope="module")
+def finished_pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    assert runner.main(experiment(root / "runs", "--no-report")) == 0
+    return root / "runs"
+
+
+def copy_pool(finished_pool, tmp_path):
+    return Path(shutil.copytree(finished_pool, tmp_path / "runs"))
+
+
+def test_a_finished_run_whose_last_row_was_cut_is_one_line_for_the_runner_and_listed_by_the_report(
+    finished_pool, tmp_path, capsys
+):
+    runs = copy_pool(finished_pool, tmp_path)
+    run_dir = sorted((runs / POOL).glob("Hopper-v4__*__1__*"))[0]
+    text = (run_dir / "progress.csv").read_text()
+    (run_dir / "progress.csv").write_text(text[: text.rindex("\n", 0, -1) + 1] + text.rsplit("\n", 2)[-2][:12])
+    capsys.readouterr()
+    assert runner.main(experiment(runs, "--dry-run")) == 2
+    line = one_error_line(capsys.readouterr().err, f"runner.py: error: {run_dir}/progress.csv line 3 is damaged")
+    assert line.endswith(f"before its checkpoint (step 256): move {run_dir} aside")
+    scores, left_out = report.write_report([str(runs / POOL)], str(tmp_path / "out"), 256, ["ppo"])
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"- {POOL}/{run_dir.name}: progress.csv line 3 is damaged (cut short or fields missing)" in summary
+    assert len(scores[("Hopper-v4", POOL)]) == 1 and [r["name"] for r in left_out] == [f"{POOL}/{run_dir.name}"]
+
+
+@pytest.mark.parametrize("config", ["deleted", "not JSON"])
+def test_a_run_whose_config_cannot_be_read_is_named_in_one_line(config, finished_pool, tmp_path, capsys):
+    runs = copy_pool(finished_pool, tmp_path)
+    run_dir = sorted((runs / POOL).glob("Hopper-v4__*"))[0]
+    if config == "deleted":
+        (run_dir / "config.json").unlink()
+    else:
+        (run_dir / "config.json").write_text('{"exp_name": ')
+    capsys.readouterr()
+    assert runner.main(experiment(runs, "--report-only", "--results-dir", str(tmp_path / "out"))) == 2
+    line = one_error_line(capsys.readouterr().err, f"runner.py: error: {run_dir}/config.json cannot be read (")
+    assert line.endswith(f"restore it, or move {run_dir} aside") and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as e:
+        report.main([str(tmp_path / "out"), str(runs / POOL)])
+    assert e.value.code == 2 and not (tmp_path / "out").exists()
+    one_error_line(capsys.readouterr().err, f"report.py: error: {run_dir}/config.json cannot be read (")
+
+
+def test_a_finished_run_without_its_checkpoints_stays_finished_and_a_dead_one_is_named(finished_pool, tmp_path, capsys):
+    runs = copy_pool(finished_pool, tmp_path)
+    kept, dead = sorted((runs / POOL).glob("Hopper-v4__*"))
+    for name in ("checkpoint.pt", "best.pt"):
+        (kept / name).unlink(missing_ok=True)  # to save quota
+    (dead / "checkpoint.pt").unlink()  # as a run that died before its first checkpoint
+    lines = (dead / "progress.csv").read_text().splitlines(keepends=True)
+    (dead / "progress.csv").write_text("".join(lines[:2]))
+    capsys.readouterr()
+    assert runner.main(experiment(runs, "--no-report")) == 0
+    out = capsys.readouterr().out
+    assert "1 already finished, 1 to run" in out and f"set aside {dead} as {runs / POOL / '.died' / dead.name}" in out
+    assert kept.exists() and not (kept / "checkpoint.pt").exists()  # never moved aside or trained again
+
+
+def test_relative_runs_root_means_the_callers_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert runner.main(experiment("rel", "--results-dir", "out")) == 0
+    assert len(list((tmp_path / "rel" / POOL).glob("Hopper-v4__*"))) == 2 and (tmp_path / "rel" / "logs").is_dir()
+    assert runner.main(experiment("rel", "--no-report")) == 0
+    assert "2 already finished, 0 to run" in capsys.readouterr().out and not (ROOT / "rel").exists()
+
+
+def test_reports_read_read_only_pools_and_an_unwritable_pool_is_one_line(finished_pool, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=50m", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("mount is not permitted here")
+    try:
+        shutil.copytree(finished_pool, ro / "runs")
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        capsys.readouterr()
+        assert runner.main(experiment(ro / "runs", "--report-only", "--results-dir", str(tmp_path / "out"))) == 0
+        assert "| Hopper-v4 | ppo | 2 |" in next((tmp_path / "out").glob("*/summary.md")).read_text()
+        capsys.readouterr()
+        assert runner.main(experiment(ro / "runs", "--seeds", "3", "--no-report")) == 4
+        one_error_line(capsys.readouterr().err, f"runner.py: error: cannot write {ro / 'runs'}")
+    finally:
+        subprocess.run(["umount", str(ro)])
+
+
+def test_runs_stop_with_their_runner_even_when_it_is_killed(tmp_path):
+    # kill -9 of the runner alone: its runs checkpoint at the end of their iteration and exit, so a new runner never
+    # trains beside them
+    import speed
+
+    argv = experiment(tmp_path / "runs", "--total-timesteps", str(400 * BATCH), "--workers", "2", "--no-report")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "runner.py"), *argv])
+    deadline = time.time() + 120
+    while len([p for p in (tmp_path / "runs").glob("*/*/progress.csv") if len(p.read_text().splitlines()) > 2]) < 2:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    children = speed.process_tree(proc.pid)[1:]
+    assert len(children) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while any(
+        Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        for pid in children
+    ):
+        assert time.time() < deadline, "a run outlived its runner"
+        time.sleep(0.1)
+    assert len(list((tmp_path / "runs").glob("*/*/checkpoint.pt"))) == 2  # each stopped with a checkpoint
+
+
+def test_a_report_says_what_it_lacks_and_never_prints_an_empty_heading(tmp_path):
+    for seed in range(1, 6):
+        make_run(tmp_path, "ppo", "TaskA-v0", seed, 100.0 + seed)
+        make_run(tmp_path, "ppo", "TaskB-v0", seed, 100.0 + seed)
+        make_run(tmp_path, "ppo_wm", "TaskA-v0", seed, 100.0 + seed)  # nothing on TaskB: no average over tasks
+    run = make_run(tmp_path, "ppo_wm", "TaskB-v0", 1, 0.0, steps=10240, batch=128)
+    (run / "progress.csv").write_text(
+        "global_step,return_last100,wall_time\n" + "".join(f"{s},,1\n" for s in range(128, 10241, 128))
+    )
+    report.write_report([str(tmp_path / v) for v in ("ppo", "ppo_wm")], str(tmp_path / "out"), 10240, ["ppo"], reps=100)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"- ppo_wm/{run.name}: no episode ended in its 10,240 steps" in summary and "0 of 10,240" not in summary
+    assert "Average probability" not in summary  # its heading only with something under it
+    headings = [i for i, line in enumerate(summary.splitlines()) if line.endswith(":")]
+    assert all(summary.splitlines()[i + 2].strip() for i in headings if i + 2 < len(summary.splitlines()))

@@ -242,14 +242,14 @@ def test_the_report_refuses_two_runs_of_one_seed(tmp_path, capsys):
         report.main([str(out_dir), str(tmp_path / "runs" / "ppo")])
     assert e.value.code == 2 and not out_dir.exists()
     line = one_error_line(capsys.readouterr().err, "report.py: error: two runs of ppo Hopper-v4 1: ")
-    assert str(first) in line and str(second) in line
+    assert f"ppo/{first.name}" in line and f"ppo/{second.name}" in line
 
 
 def test_the_report_shows_only_steps_reached_and_says_when_seeds_are_too_few(tmp_path):
     for seed in (1, 2):
         make_run(tmp_path, "ppo", "Hopper-v4", seed, 40.0 + seed, steps=40960)
         make_run(tmp_path, "ppo_wm", "Hopper-v4", seed, 50.0 + seed, steps=40960)
-    report.write_report([str(tmp_path / v) for v in ("ppo", "ppo_wm")], str(tmp_path / "out"), 40960, baseline="ppo")
+    report.write_report([str(tmp_path / v) for v in ("ppo", "ppo_wm")], str(tmp_path / "out"), 40960, baselines=["ppo"])
     summary = (tmp_path / "out" / "summary.md").read_text()
     header = [line for line in summary.splitlines() if line.startswith("| task |")][0]
     assert "@" not in header  # no score at 200k, 500k or 1M: no run reached them
@@ -269,7 +269,7 @@ def test_a_long_report_says_whether_a_difference_lasts(tmp_path):
         make_run(tmp_path, "ppo", "Hopper-v4", seed, 1000.0 + seed, steps=3_000_000, batch=100_000)
         make_run(tmp_path, "fast", "Hopper-v4", seed, 1000.0 + seed, steps=3_000_000, batch=100_000, rise=1_000_000)
     dirs = [str(tmp_path / v) for v in ("ppo", "fast")]
-    report.write_report(dirs, str(tmp_path / "out"), 3_000_000, baseline="ppo", reps=200)
+    report.write_report(dirs, str(tmp_path / "out"), 3_000_000, baselines=["ppo"], reps=200)
     lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
     table = lines[lines.index("P(variant > ppo) [95% CI] at each step (the scores at that step, as in @ columns):") :]
     assert table[2] == "| task | variant | @200k | @500k | @1000k | @2000k | @3000k |"
@@ -288,8 +288,8 @@ def test_a_fuller_report_is_never_replaced_by_accident(tmp_path, capsys):
     committed = (results / "E1" / "summary.md").read_bytes()
     argv = ["--report-only", "--runs-root", str(tmp_path / "runs"), "--results-dir", str(results)]
     assert runner.main(argv) == 2  # a fresh clone: no runs, and the committed report of 90
-    line = one_error_line(capsys.readouterr().err, f"runner.py: error: {results}/E1/summary.md scores 90 runs and ")
-    assert "would score 0: nothing written" in line and "--force" in line
+    line = one_error_line(capsys.readouterr().err, f"runner.py: error: {results}/E1/summary.md scores 90 runs this ")
+    assert "report does not have (ppo on HalfCheetah-v4, seed 1, ...): nothing written" in line and "--force" in line
     assert (results / "E1" / "summary.md").read_bytes() == committed
     for seed in range(1, 7):
         make_run(tmp_path / "runs", "ppo", "TaskA-v0", seed, 100.0 + seed)
@@ -297,6 +297,10 @@ def test_a_fuller_report_is_never_replaced_by_accident(tmp_path, capsys):
     report.write_report(ppo, str(results / "mine"), 1_000_000)
     with pytest.raises(report.ReportError):
         report.write_report(ppo, str(results / "mine"), 1_000_000, seeds=[1, 2])
+    for seed in range(11, 17):  # as many runs, but others: another seed set never replaces the report either
+        make_run(tmp_path / "other", "ppo", "TaskA-v0", seed, 100.0)
+    with pytest.raises(report.ReportError, match="scores 6 runs this report does not have"):
+        report.write_report([str(tmp_path / "other" / "ppo")], str(results / "mine"), 1_000_000)
     assert "| TaskA-v0 | ppo | 6 |" in (results / "mine" / "summary.md").read_text()
     report.write_report(ppo, str(results / "mine"), 1_000_000, seeds=[1, 2], force=True)
     assert "| TaskA-v0 | ppo | 2 |" in (results / "mine" / "summary.md").read_text()
@@ -309,7 +313,7 @@ def test_slurm_without_sbatch_is_one_line(tmp_path, capsys, monkeypatch):
     one_error_line(capsys.readouterr().err, "runner.py: error: sbatch not found")
 
 
-def test_runs_of_another_length_are_another_pool_and_an_annealed_run_is_never_extended(tmp_path, capsys):
+def test_runs_of_another_length_are_another_pool_whatever_the_learning_rate(tmp_path, capsys):
     plan = runner.plan("E1", ["Hopper-v4"], [1], 4096, str(tmp_path), sys.executable, [], ["ppo"])
     assert plan[0]["variant"] == "ppo+total-timesteps+4096"
     (run,) = runner.plan("E1", ["Hopper-v4"], [1], 1_000_000, str(tmp_path), sys.executable, [], ["ppo"])
@@ -323,23 +327,37 @@ def test_runs_of_another_length_are_another_pool_and_an_annealed_run_is_never_ex
     common = ["--experiment", "E1", "--variants", "ppo", "--env-ids", "Hopper-v4", "--seeds", "1"]
     common += ["--runs-root", str(tmp_path), "--dry-run"]
     assert runner.main(common) == 2
-    assert "was trained for 40,960 steps, not 1,000,000; with an annealed learning rate" in capsys.readouterr().err
-    # extended by its script to 1M: still another schedule
+    assert "was trained for 40,960 steps, not 1,000,000: a run of other steps is another run" in capsys.readouterr().err
+    # extended by its script to 1M: still another run
     extended = dict(config, total_timesteps=1_000_000, trained_with=[{"code_sha256": "x", "total_timesteps": 40960}])
     (run_dir / "config.json").write_text(json.dumps(extended))
     assert runner.main(common) == 2
     assert "was trained for 40,960 then 1,000,000 steps" in capsys.readouterr().err
-    # without annealing the schedule does not depend on the length: such a run is resumed to the steps asked for
-    (run,) = runner.plan(
-        "E1", ["Hopper-v4"], [1], 1_000_000, str(tmp_path), sys.executable, ["--no-anneal-lr"], ["ppo"]
-    )
+    # one rule whatever the learning rate: a constant one makes no exception (its evaluations and best.pt differ too)
+    (run,) = runner.plan("E1", ["Hopper-v4"], [1], 40960, str(tmp_path), sys.executable, ["--no-anneal-lr"], ["ppo"])
+    assert run["variant"] == "ppo+no-anneal-lr+total-timesteps+40960"
     constant = Path(run["runs_dir"]) / f"{run['name']}__1700000000"
     shutil.copytree(run_dir, constant)
     (constant / "config.json").write_text(
         json.dumps(dict(runner.expected_config(run), batch_size=2048, total_timesteps=40960))
     )
-    assert runner.main([*common, "--extra", "--no-anneal-lr"]) == 0
-    assert f"--resume {constant} --total-timesteps 1000000" in capsys.readouterr().out
+    assert (
+        runner.main(
+            [
+                *common[:-3],
+                "--runs-root",
+                str(tmp_path),
+                "--total-timesteps",
+                "81920",
+                "--extra",
+                "--no-anneal-lr",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "ppo+no-anneal-lr+total-timesteps+81920" in out and "--resume" not in out  # a fresh run of its own pool
 
 
 def test_a_changed_copied_script_is_not_reused_silently_and_the_report_names_the_code(tmp_path, capsys, monkeypatch):
@@ -351,7 +369,7 @@ def test_a_changed_copied_script_is_not_reused_silently_and_the_report_names_the
     assert runner.main(common) == 0
     (summary,) = (tmp_path / "runs" / "reports").glob("mine+*/summary.md")
     code = script("ppo_wm").code_sha256()
-    assert f"- {runner.pool_name('ppo_wm', TINY_EXTRA.split(), 2 * BATCH)}: {code} (1 runs)" in summary.read_text()
+    assert f"- ppo_wm: {code} (ppo_wm.py, wm_common.py) (1 runs)" in summary.read_text()  # the files hashed
     capsys.readouterr()
     mine.write_text(mine.read_text() + "\n# an edit that keeps every flag\n")
     assert runner.main([*common, "--dry-run"]) == 2
@@ -411,19 +429,21 @@ def test_a_slurm_task_claims_its_run_and_a_requeued_task_resumes_it(tmp_path):
 def test_speed_takes_a_copied_script_as_the_runner_does(tmp_path, monkeypatch, capsys):
     import speed
 
-    mine = tmp_path / "my_ppo.py"
-    mine.write_text((ROOT / "ppo_continuous.py").read_text())
+    mine = tmp_path / "my_wm.py"
+    mine.write_text((ROOT / "ppo_wm.py").read_text().replace("z_dim: int = 32", "z_dim: int = 16"))
     commands, real_take_turns = [], speed.take_turns
     monkeypatch.setattr(
         speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k)
     )
     tiny = "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
     argv = ["speed.py", "--steps", "512", "--slice", "0.5", "--raw-slice", "0.3", "--extra", tiny, "--scripts"]
-    monkeypatch.setattr(sys, "argv", [*argv, "ppo_continuous", f"mine={mine}"])
+    monkeypatch.setattr(sys, "argv", [*argv, "ppo_continuous", "ppo_wm", f"mine={mine}"])
     speed.main()
-    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
     assert "ppo_continuous" in rows and "mine" in rows
-    assert [c[1] for c in commands if c[1] != "-c"] == [str(ROOT / "ppo_continuous.py"), str(mine)]
+    assert [c[1] for c in commands if c[1] != "-c"] == [str(ROOT / f"{s}.py") for s in SCRIPTS[:2]] + [str(mine)]
+    assert "mine: x ppo_wm per repeat " in out  # the copy's rate over its original's
     monkeypatch.setattr(sys, "argv", [*argv, "mine=no_such_script.py"])
     with pytest.raises(SystemExit) as e:
         speed.main()
