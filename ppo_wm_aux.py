@@ -42,7 +42,6 @@ warnings.filterwarnings("ignore", message=".*is out of date")  # the -v4 tasks a
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
 TIMING_COLUMNS = ("sps", "wall_time", "rollout_time", "update_time")  # progress.csv columns that vary by rerun
 CODE_FILES = [__file__, wm_common.__file__]  # the code a run trains with: config.json records its hash
-# exit codes: 0 done, 2 bad input (nothing written), 3 diverged, 4 a file could not be written, 128+N signal N
 
 
 @dataclass
@@ -97,95 +96,6 @@ class Args:
     num_iterations: int = 0  # the number of iterations (computed in runtime)
 
 
-class UsageError(Exception):
-    """Bad input: one line on stderr, exit code 2, nothing written."""
-
-
-class WriteError(Exception):
-    """A file of the run could not be written (disk full, permission): one line on stderr, exit code 4."""
-
-
-@contextlib.contextmanager
-def writing(path, run_dir):
-    """A failed write becomes one WriteError that names the file and how to continue the run."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        reason, checkpoint = getattr(e, "strerror", None) or str(e).splitlines()[0], f"{run_dir}/checkpoint.pt"
-        then = f"{checkpoint} is intact: python {SCRIPT}.py --resume {shlex.quote(run_dir)} continues the run"
-        raise WriteError(
-            f"cannot write {getattr(e, 'filename', None) or path} ({reason}); "
-            f"{then if os.path.isfile(checkpoint) else 'no checkpoint yet'}"
-        ) from None
-
-
-def code_sha256():
-    return hashlib.sha256(b"".join(open(path, "rb").read() for path in CODE_FILES)).hexdigest()[:16]
-
-
-def wandb_login_found():
-    """A W&B login that --track can use without asking (wandb would prompt, then fail with a traceback)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
-        return True
-    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None  # where `wandb login` puts it
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def check_args(args):
-    for flag, value, valid, meaning in [
-        ("--learning-rate", args.learning_rate, 0 < args.learning_rate < math.inf, "a positive number"),
-        ("--gamma", args.gamma, 0 < args.gamma <= 1, "in (0, 1]"),
-        ("--gae-lambda", args.gae_lambda, 0 <= args.gae_lambda <= 1, "in [0, 1]"),
-        ("--clip-coef", args.clip_coef, 0 < args.clip_coef < math.inf, "a positive number"),
-        ("--ent-coef", args.ent_coef, 0 <= args.ent_coef < math.inf, "a number at least 0"),
-        ("--vf-coef", args.vf_coef, 0 <= args.vf_coef < math.inf, "a number at least 0"),
-        ("--max-grad-norm", args.max_grad_norm, 0 < args.max_grad_norm < math.inf, "a positive number"),
-        ("--target-kl", args.target_kl, args.target_kl is None or 0 < args.target_kl < math.inf, "a positive number"),
-        ("--seed", args.seed, args.seed >= 0, "at least 0"),
-        ("--wm-learning-rate", args.wm_learning_rate, 0 < args.wm_learning_rate < math.inf, "a positive number"),
-        ("--wm-reward-weight", args.wm_reward_weight, 0 <= args.wm_reward_weight < math.inf, "a number at least 0"),
-        ("--wm-target-tau", args.wm_target_tau, 0 < args.wm_target_tau <= 1, "in (0, 1]"),
-        ("--alpha", args.alpha, 0 <= args.alpha < math.inf, "a number at least 0"),
-    ]:
-        if not valid:
-            raise UsageError(f"{flag} {value}: must be {meaning}")
-    if args.cuda and not torch.cuda.is_available():
-        raise UsageError("--cuda: torch finds no CUDA device here; leave --cuda off to train on the CPU")
-    if args.num_envs < 1 or not 1 <= args.num_env_threads <= args.num_envs:
-        raise UsageError("--num-envs must be at least 1 and --num-env-threads between 1 and --num-envs")
-    if args.num_steps < 1 or args.num_minibatches < 1 or args.update_epochs < 1:
-        raise UsageError("--num-steps, --num-minibatches and --update-epochs must be at least 1")
-    if args.batch_size % args.num_minibatches != 0:
-        raise UsageError(f"the batch of {args.batch_size} steps is not divisible by --num-minibatches")
-    if args.total_timesteps < args.batch_size:
-        raise UsageError(f"--total-timesteps is smaller than one batch ({args.batch_size} steps)")
-    if args.eval_episodes < 1 or args.eval_interval < 0:
-        raise UsageError("--eval-episodes must be at least 1 and --eval-interval at least 0")
-    if min(args.checkpoint_interval, args.video_interval, args.snapshot_interval) < 1:
-        raise UsageError("--checkpoint-interval, --video-interval and --snapshot-interval must be at least 1")
-    if (
-        args.z_dim < 1
-        or args.wm_epochs < 1
-        or args.wm_num_minibatches < 1
-        or not 1 <= args.wm_horizon <= args.num_steps
-    ):
-        raise UsageError(
-            "--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1, --wm-horizon 1 to --num-steps"
-        )
-    if args.track and importlib.util.find_spec("wandb") is None:
-        raise UsageError('--track needs wandb: pip install -e ".[track]"')
-    if args.track and not wandb_login_found():
-        raise UsageError("--track needs a W&B login: run `wandb login`, or set WANDB_MODE=offline to log locally")
-    if args.env_id not in gym.registry:
-        raise UsageError(f"unknown --env-id {args.env_id!r}: not a registered Gymnasium environment")
-    space = gym.make(args.env_id).action_space
-    if not isinstance(space, gym.spaces.Box):
-        raise UsageError(f"--env-id {args.env_id} has a {type(space).__name__} action space; this needs a Box")
-
-
 def make_env(env_id, render=False):
     if render:  # the "track" camera follows the agent; the default one loses a good walker after ~100 steps
         return lambda: gym.make(env_id, render_mode="rgb_array", camera_name="track")
@@ -202,34 +112,6 @@ def make_envs(env_id, num_envs, num_threads):
 def reset_envs(env_groups, seed):
     offsets = np.cumsum([0] + [g.num_envs for g in env_groups])
     return np.concatenate([g.reset(seed=seed + int(o))[0] for g, o in zip(env_groups, offsets)])
-
-
-MUJOCO_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, actuators, controls, warm start, time: all of it
-
-
-def get_env_states(env_groups):
-    """What each env's next steps and resets depend on: MuJoCo's full state, the body positions that some tasks read
-    before stepping (Ant, Humanoid), the time limit's count and the env's generator; None if an env is not MuJoCo."""
-    states = []
-    for env in (env for g in env_groups for env in g.envs):
-        sim = env.unwrapped
-        if not isinstance(getattr(sim, "data", None), mujoco.MjData):
-            return None
-        physics = np.empty(mujoco.mj_stateSize(sim.model, MUJOCO_STATE))
-        mujoco.mj_getState(sim.model, sim.data, physics, MUJOCO_STATE)
-        states.append({"physics": torch.from_numpy(physics), "elapsed_steps": env.get_wrapper_attr("_elapsed_steps")})
-        states[-1] |= {"xpos": torch.from_numpy(sim.data.xpos.copy()), "xipos": torch.from_numpy(sim.data.xipos.copy())}
-        states[-1]["rng"] = sim.np_random.bit_generator.state
-    return states
-
-
-def set_env_states(env_groups, states):
-    for env, state in zip((env for g in env_groups for env in g.envs), states, strict=True):
-        sim = env.unwrapped
-        mujoco.mj_setState(sim.model, sim.data, state["physics"].numpy(), MUJOCO_STATE)
-        sim.data.xpos[:], sim.data.xipos[:] = state["xpos"].numpy(), state["xipos"].numpy()
-        env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
-        sim.np_random.bit_generator.state = state["rng"]
 
 
 def step_envs(env_groups, actions, pool):
@@ -336,6 +218,12 @@ class Agent(nn.Module):
         return logprob.sum(-1), entropy, self.get_value(x)
 
 
+def policy_input(obs, encoder):
+    # z carries no PPO gradient: the encoder is trained by the world-model loss only
+    with torch.no_grad():
+        return torch.cat([obs, encoder(obs)], -1)
+
+
 def compute_gae(rewards, values, next_values, terminations, dones, args):
     """GAE over a (num_steps, num_envs) rollout. next_values[t] is V of transition t's true next state: a truncated
     episode bootstraps from its final observation, a terminated one does not, and the sum stops at any end."""
@@ -378,264 +266,6 @@ def ppo_loss(agent, args, obs, actions, logprobs, advantages, returns, values):
     return loss, stats | {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
 
 
-def policy_input(obs, encoder):
-    # z carries no PPO gradient: the encoder is trained by the world-model loss only
-    with torch.no_grad():
-        return torch.cat([obs, encoder(obs)], -1)
-
-
-def save_checkpoint(path, args, parts, counters, rollout=None):
-    """Everything a resume needs, written beside the target and renamed: a crash leaves the previous file intact."""
-    state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters), "rollout": rollout}
-    state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
-    tmp = f"{path}.tmp"
-    try:
-        with writing(path, os.path.dirname(path)), open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_checkpoint(path, env_id=None):
-    """Tensors and plain containers only (weights_only=True): a checkpoint never unpickles arbitrary objects."""
-    if not os.path.isfile(path):
-        raise UsageError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__})") from None
-    script = ckpt.get("script") if isinstance(ckpt, dict) else None
-    if script != SCRIPT:
-        raise UsageError(f"checkpoint {path} was written by {script or 'something else'}.py, not {SCRIPT}.py")
-    if env_id is not None and ckpt["args"]["env_id"] != env_id:
-        raise UsageError(f"checkpoint {path} is for {ckpt['args']['env_id']}, not --env-id {env_id}")
-    ckpt["args"] = {k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(Args)}}
-    return ckpt
-
-
-def check_saved(parts):
-    """Every parameter an optimizer trains must belong to a module the checkpoint saves, or resume would restart it."""
-    saved = {id(p) for part in parts.values() if isinstance(part, nn.Module) for p in part.parameters()}
-    optimizers = [part for part in parts.values() if isinstance(part, torch.optim.Optimizer)]
-    for p in (p for opt in optimizers for group in opt.param_groups for p in group["params"] if id(p) not in saved):
-        shape = tuple(p.shape)
-        raise UsageError(f"a parameter of shape {shape} is trained but saved by no checkpoint part (docs/extending.md)")
-
-
-def logged_rows(run_dir, step, batch_size):
-    """progress.csv's rows up to the checkpoint's step, without a last line that a crash cut short; bad input if a row
-    up to that step is missing or damaged (it cannot be logged again)."""
-    path, lines = os.path.join(run_dir, "progress.csv"), []
-    with writing(path, run_dir), contextlib.suppress(FileNotFoundError), open(path, newline="") as f:
-        lines = f.readlines()
-    lines = lines if not lines or lines[-1].endswith("\n") else lines[:-1]  # the row being written when it crashed
-    rows = [r for r in csv.DictReader(lines) if None not in r.values() and r["global_step"].isdigit()]
-    rows = [r for r in rows if int(r["global_step"]) <= step]
-    if [int(r["global_step"]) for r in rows] != list(range(batch_size, step + 1, batch_size)):
-        lost = f"{path} lacks rows up to its checkpoint at step {step:,} (damaged or deleted)"
-        raise UsageError(f"{lost}: move {run_dir} aside and train the run again")
-    return rows
-
-
-def nonfinite(named):
-    """The first name whose value (a number, a tensor or a module's parameters) is NaN or infinite, or None."""
-    for name, x in named.items():
-        if isinstance(x, nn.Module):
-            x = torch.cat([p.detach().reshape(-1) for p in x.parameters()])
-        if not (math.isfinite(x) if isinstance(x, (int, float)) else torch.isfinite(x).all()):
-            return name
-    return None
-
-
-def restore_state(ckpt, parts, rng=True):
-    try:
-        for name, part in parts.items():
-            part.load_state_dict(ckpt[name])
-        if rng:
-            torch.set_rng_state(ckpt["torch_rng"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise UsageError(f"checkpoint does not fit this agent: {str(e).splitlines()[0]}") from None
-    return dict(ckpt["counters"])
-
-
-def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
-    """Raw returns of args.eval_episodes parallel episodes of policy (normalized obs -> mean action). With a name,
-    env 0 is rendered to out_dir/videos/<name>.mp4 and out_dir/snapshots/<name>/ (--capture-video, --save-snapshot)."""
-    video = os.path.join(out_dir, "videos", f"{name}.mp4") if name and args.capture_video else None
-    snapshots = os.path.join(out_dir, "snapshots", name) if name and args.save_snapshot else None
-    render = video is not None or snapshots is not None
-    env_fns = [make_env(args.env_id, render=render and i == 0) for i in range(args.eval_episodes)]
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs, _ = envs.reset(seed=seed)
-    # a video frame every few steps, about 30 frames/s: rendering is the slow part (a quarter of it at 125 Hz)
-    frame_every = max(1, round(envs.metadata.get("render_fps", 30) / 30))
-    returns, finished, frames, t = np.zeros(args.eval_episodes), np.zeros(args.eval_episodes, dtype=bool), [], 0
-    while not finished.all():
-        with torch.no_grad():
-            action = policy(torch.from_numpy(normalizer.obs(obs, update=False)).to(device)).cpu().numpy()
-        snapshot_now = snapshots is not None and not finished[0] and t % args.snapshot_interval == 0
-        if snapshot_now or (video is not None and not finished[0] and t % frame_every == 0):
-            frame = envs.envs[0].render()
-            frames += [frame] if t % frame_every == 0 else []
-        action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
-        obs, reward, terminations, truncations, info = envs.step(action)
-        if snapshot_now:
-            with writing(snapshots, out_dir):
-                save_snapshot(snapshots, t, frame, reward[0], action[0], info)
-        returns += reward * ~finished
-        finished |= terminations | truncations
-        t += 1
-    envs.close()
-    if video is not None:
-        tmp = video[: -len(".mp4")] + ".part.mp4"  # renamed when complete: no half-written video
-        with writing(video, out_dir):
-            os.makedirs(os.path.dirname(video), exist_ok=True)
-            imageio.mimsave(tmp, frames, fps=envs.metadata.get("render_fps", 30) / frame_every, macro_block_size=8)
-            os.replace(tmp, video)
-    return returns
-
-
-def save_snapshot(snapshot_dir, t, frame, reward, action, info):
-    os.makedirs(snapshot_dir, exist_ok=True)
-    imageio.imwrite(os.path.join(snapshot_dir, f"step{t:06d}.png"), frame)
-    info_keys = sorted(k for k in info if not k.startswith("_"))
-    meta = {"step": t, "reward": float(reward), "action": [float(a) for a in action], "info_keys": info_keys}
-    with open(os.path.join(snapshot_dir, f"step{t:06d}.json"), "w") as f:
-        json.dump(meta, f)
-
-
-class Logger:
-    """Writes one dict of metrics per iteration to TensorBoard (the keys are the tags), progress.csv (the column is
-    the tag's last part), a line to the console and training_status.log and, with --track, Weights & Biases."""
-
-    def __init__(self, run_dir, args, resume_rows=None):  # resume_rows: progress.csv's rows up to the checkpoint
-        purge_step = int(resume_rows[-1]["global_step"]) + 1 if resume_rows else None  # TensorBoard drops the rest
-        self.writer = SummaryWriter(run_dir, purge_step=purge_step)
-        self.run_dir, self.csv_path, self.resume_rows = run_dir, os.path.join(run_dir, "progress.csv"), resume_rows
-        self.status, self.columns = open(os.path.join(run_dir, "training_status.log"), "a"), None
-        self.wandb, self.videos = None, set(glob.glob(os.path.join(run_dir, "videos", "*.mp4")))  # logged already
-        if args.track:  # the run's id comes from its directory, so that --resume continues the same W&B run
-            import wandb
-
-            run_name = os.path.basename(os.path.normpath(run_dir))
-            self.wandb = wandb.init(
-                project=args.wandb_project_name,
-                entity=args.wandb_entity,
-                name=run_name,
-                id=hashlib.sha256(run_name.encode()).hexdigest()[:16],
-                resume="allow",
-                config=dataclasses.asdict(args),
-                dir=run_dir,
-            )
-
-    def write(self, global_step, total_steps, metrics):
-        for tag, value in metrics.items():
-            if value is not None:
-                self.writer.add_scalar(tag, value, global_step)
-        if self.wandb is not None:
-            logged = {tag: value for tag, value in metrics.items() if value is not None}
-            for video in sorted(set(glob.glob(os.path.join(self.run_dir, "videos", "*.mp4"))) - self.videos):
-                self.videos.add(video)
-                logged["videos/eval"] = sys.modules["wandb"].Video(video, format="mp4")
-            self.wandb.log(logged, step=global_step)
-        row = {"global_step": global_step} | {tag.split("/")[-1]: value for tag, value in metrics.items()}
-        if self.columns is None:  # first row: the header, and on resume the rows up to the checkpoint, then renamed
-            self.columns = list(row)
-            with writing(self.csv_path, self.run_dir), open(f"{self.csv_path}.tmp", "w", newline="") as f:
-                csv.DictWriter(f, self.columns, restval="").writeheader()
-                csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(self.resume_rows or [])
-            os.replace(f"{self.csv_path}.tmp", self.csv_path)
-        with writing(self.csv_path, self.run_dir), open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, self.columns).writerow({k: "" if v is None else v for k, v in row.items()})
-        line = f"step {global_step:,}/{total_steps:,} | {row['sps']:,} sps"
-        line += "".join(f" | {k} {row[k]:.1f}" for k in ("return_last100", "eval_return") if row[k] is not None)
-        if row["sps"] > 0:  # at this session's rate, evaluations included
-            line += f" | {time.strftime('%H:%M:%S', time.gmtime((total_steps - global_step) / row['sps']))} left"
-        with writing(self.status.name, self.run_dir):
-            self.status.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-            self.status.flush()
-        say(line)
-
-    def close(self):
-        self.writer.close()
-        self.status.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def run_eval_checkpoint(args, given):
-    ckpt = load_checkpoint(args.eval_checkpoint, env_id=args.env_id if "--env-id" in given else None)
-    env = gym.make(ckpt["args"]["env_id"])
-    obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
-    agent = Agent(obs_shape[0] + ckpt["args"]["z_dim"], act_dim)
-    encoder = Encoder(obs_shape[0], ckpt["args"]["z_dim"])
-    normalizer = Normalizer(obs_shape, 1, ckpt["args"]["gamma"])
-    restore_state(ckpt, {"agent": agent, "encoder": encoder, "normalizer": normalizer}, rng=False)
-    policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
-    args.env_id, seed = ckpt["args"]["env_id"], ckpt["counters"]["eval_seed"]
-    out_dir, name = os.path.split(os.path.abspath(args.eval_checkpoint))
-    returns = evaluate(policy, normalizer, args, seed, "cpu", out_dir, f"eval-{name[: -len('.pt')]}")
-    for i, r in enumerate(returns):
-        print(f"episode {i}: return {r:.2f}")
-    print(f"eval_return_mean={returns.mean():.6f} eval_return_std={returns.std():.6f}")
-    return 0
-
-
-def make_run_dir(path):
-    """A new run directory at path, or at path-2, path-3, ... if another run started in the same second."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    for n in range(1, 100):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(new := path if n == 1 else f"{path}-{n}")
-            return new
-    raise FileExistsError(f"{path}-99 exists")
-
-
-def say(line):
-    """A line on stdout; if its reader went away (`| head`), the run stops as a signal would stop it."""
-    try:
-        print(line, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to write there
-        signal.raise_signal(signal.SIGPIPE)
-
-
-def setup_run(args, given):
-    """Checks the flags, then returns (args, checkpoint or None, run_dir); --resume takes the run's own flags."""
-    ckpt = None
-    if args.resume is not None:
-        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
-            raise UsageError(f"--resume {args.resume}: no run with a checkpoint.pt there")
-        if os.path.isfile(os.path.join(args.resume, "diverged.json")):
-            raise UsageError(f"--resume {args.resume}: the run diverged (diverged.json); start one with other flags")
-        ckpt = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
-        ignored = given - {"--resume", "--total-timesteps"}
-        if ignored:
-            raise UsageError(
-                f"--resume continues a run with its own flags; only --total-timesteps may change, not {min(ignored)}"
-            )
-        steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]
-        if steps != (made_for := ckpt["args"]["total_timesteps"]) and ckpt["args"]["anneal_lr"]:
-            stretch = f"re-stretches the annealed learning rate of a run made for {made_for:,} steps"
-            print(f"--total-timesteps {steps:,} {stretch}: it is not what a fresh run would be (config.json says so)")
-        args = Args(**{**ckpt["args"], "resume": args.resume, "total_timesteps": steps})
-    args.batch_size = args.num_envs * args.num_steps
-    args.minibatch_size = args.batch_size // max(args.num_minibatches, 1)
-    args.num_iterations = args.total_timesteps // max(args.batch_size, 1)
-    check_args(args)
-    if args.total_timesteps % args.batch_size:
-        steps = f"{args.num_iterations * args.batch_size:,} steps will run"
-        print(
-            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,}): {steps}"
-        )
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    return args, ckpt, args.resume or os.path.join(args.runs_dir, run_name)
-
-
 def train(args, given):
     args, ckpt, run_dir = setup_run(args, given)
     torch.set_num_threads(1)  # small MLPs: one thread is fastest, and reproducible
@@ -655,42 +285,15 @@ def train(args, given):
     wm_optimizer = torch.optim.Adam(wm_params, lr=args.wm_learning_rate, fused=device.type == "cpu")
     policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
     normalizer = Normalizer(obs_space.shape, args.num_envs, args.gamma)
-    parts = {"agent": agent, "optimizer": optimizer, "normalizer": normalizer}
+    parts = {"agent": agent, "optimizer": optimizer, "normalizer": normalizer}  # what a checkpoint saves
     parts |= {"encoder": encoder, "dynamics": dynamics, "wm_optimizer": wm_optimizer}
     parts |= {"target_encoder": target_encoder} if target_encoder else {}
     intrinsic_return_rms, intrinsic_returns = RunningMeanStd(()), np.zeros(args.num_envs)
     parts["intrinsic_return_rms"] = intrinsic_return_rms
-    counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None}
-    counters |= {"eval_seed": args.seed + 100_000, "recent_returns": []}
-    if ckpt is not None:
-        counters = restore_state(ckpt, parts)
-        resume_rows = logged_rows(run_dir, counters["global_step"], args.batch_size)
-        if counters["iteration"] >= args.num_iterations:
-            print(f"{run_dir} already finished {counters['global_step']} steps; give a larger --total-timesteps")
-            return 0
-    check_saved(parts)
-    # each start of the run: its code and steps (a resume with other steps re-stretches an annealed schedule)
-    start = {"code_sha256": code_sha256(), "code_files": [os.path.basename(p) for p in CODE_FILES]}
-    start["total_timesteps"] = args.total_timesteps
-    counters["trained_with"] = counters.get("trained_with", []) + [start]
-    # everything below may write files: bad input has been rejected above
-    stop_signal = []  # SIGINT, SIGTERM or a closed stdout: checkpoint after the iteration, exit; a 2nd Ctrl-C: at once
-
-    def request_stop(signum, frame):
-        stop_signal.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-        signal.signal(sig, request_stop)  # main() puts the previous handlers back
-    with writing(run_dir, run_dir):
-        run_dir = run_dir if ckpt else make_run_dir(run_dir)
-        config_path = os.path.join(run_dir, "config.json")  # renamed when complete: never read half-written
-        with open(f"{config_path}.tmp", "w") as f:
-            json.dump(dataclasses.asdict(args) | {"trained_with": counters["trained_with"]}, f, indent=2)
-        os.replace(f"{config_path}.tmp", config_path)
-        logger = Logger(run_dir, args, resume_rows if ckpt else None)
-    tensorboard = f"tensorboard --logdir {shlex.quote(os.path.dirname(os.path.normpath(run_dir)))}"
-    say(f"{'resuming' if ckpt else 'run'} {run_dir} ({tensorboard})")
+    run = Run(args, ckpt, run_dir, parts)  # restores parts and counters on resume; opens the run's files and logs
+    if run.finished:
+        return 0
+    counters = run.counters
 
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim + args.z_dim), device=device)  # policy inputs [obs, z]
     next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)  # rollout storage
@@ -701,22 +304,14 @@ def train(args, given):
     dones = torch.zeros((args.num_steps, args.num_envs), device=device)
 
     raw_obs = reset_envs(env_groups, seed=args.seed + counters["iteration"] * args.num_envs)
-    episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
-    if rollout := ckpt and ckpt.get("rollout"):  # the episodes in flight go on exactly where the checkpoint left them
-        try:
-            set_env_states(env_groups, rollout["envs"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(f"checkpoint does not fit these environments: {str(e).splitlines()[0]}") from None
-        next_obs, normalizer.returns = rollout["next_obs"].to(device), rollout["reward_returns"].numpy()
-        episode_return, episode_length = rollout["episode_return"].numpy(), rollout["episode_length"].numpy()
-        intrinsic_returns = rollout["intrinsic_returns"].numpy()
+    if episodes := run.episodes_in_flight(env_groups):  # a resumed run goes on exactly where its checkpoint was
+        next_obs, normalizer.returns = episodes["next_obs"].to(device), episodes["reward_returns"].numpy()
+        episode_return, episode_length = episodes["episode_return"].numpy(), episodes["episode_length"].numpy()
+        intrinsic_returns = episodes["intrinsic_returns"].numpy()
     else:
-        if ckpt:  # written before exact resume (or not a MuJoCo task): reset, seeded by the iteration
-            print(f"{run_dir}: the checkpoint does not hold its episodes in flight; they restart from a reset")
         next_obs = torch.from_numpy(normalizer.obs(raw_obs)).to(device)
+        episode_return, episode_length = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=np.int64)
     pool = ThreadPoolExecutor(max(args.num_env_threads - 1, 1))
-    start_time, start_step, start_wall = time.time(), counters["global_step"], counters["wall_time"]
-    diverged = None
 
     for iteration in range(counters["iteration"] + 1, args.num_iterations + 1):
         if args.anneal_lr:
@@ -810,12 +405,11 @@ def train(args, given):
                 if target_encoder is not None:
                     ema_update(target_encoder, encoder, args.wm_target_tau)
 
-        # --- logging ---
+        # --- metrics ---
         rollout_time, update_time = update_start - rollout_start, time.time() - update_start
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         var_y = np.var(y_true)
-        global_step, counters["iteration"] = counters["global_step"], iteration
-        counters["wall_time"] = start_wall + time.time() - start_time
+        counters["iteration"] = iteration
         counters["recent_returns"] = (counters["recent_returns"] + finished_returns)[-100:]  # the score: their mean
         metrics = {
             "charts/iteration": iteration,
@@ -824,8 +418,8 @@ def train(args, given):
             "charts/episodes": len(finished_returns),
             "charts/return_last100": float(np.mean(counters["recent_returns"])) if counters["recent_returns"] else None,
             "charts/eval_return": None,
-            "charts/sps": int((global_step - start_step) / (time.time() - start_time)),
-            "charts/wall_time": round(counters["wall_time"], 3),
+            "charts/sps": run.sps(),
+            "charts/wall_time": run.wall_time(),
             "charts/rollout_time": round(rollout_time, 4),
             "charts/update_time": round(update_time, 4),
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
@@ -849,54 +443,469 @@ def train(args, given):
         metrics["intrinsic/intrinsic_reward_scaled"] = r_int_scaled.mean().item()
         metrics["intrinsic/intrinsic_return_std"] = math.sqrt(intrinsic_return_rms.var)
 
-        # --- divergence: stop before anything non-finite is logged or saved (explained_variance may be NaN) ---
-        logged = {tag: v for tag, v in metrics.items() if v is not None and tag != "losses/explained_variance"}
-        modules = {f"{name} parameters": part for name, part in parts.items() if isinstance(part, nn.Module)}
-        diverged = nonfinite({"observations": obs, "rewards": rewards} | logged | modules)
-        if diverged:
-            with writing(marker := os.path.join(run_dir, "diverged.json"), run_dir), open(marker, "w") as f:
-                json.dump({"global_step": global_step, "iteration": iteration, "nonfinite": diverged}, f)
-            why = "usual causes: a learning rate or a loss weight too high"
-            kept = [f for f in ("checkpoint.pt", "best.pt") if os.path.isfile(os.path.join(run_dir, f))]
-            kept = f"the last finite state is in {' and '.join(kept)}" if kept else "no checkpoint was written"
-            print(
-                f"{SCRIPT}.py: error: diverged at step {global_step:,}: {diverged} is NaN or infinite ({why}); "
-                f"not logged, {kept}",
-                file=sys.stderr,
-            )
+        if run.stop_if_diverged(metrics, {"observations": obs, "rewards": rewards}):  # the run's bookkeeping from here
             break
-
-        # --- evaluation: deterministic policy, frozen normalization, its own seed (training draws are untouched) ---
-        last_iteration = iteration == args.num_iterations
-        if args.eval_interval > 0 and (iteration % args.eval_interval == 0 or last_iteration):
-            counters["num_evals"] += 1
-            name = f"eval-step{global_step:09d}" if (counters["num_evals"] - 1) % args.video_interval == 0 else None
-            eval_returns = evaluate(policy, normalizer, args, counters["eval_seed"], device, run_dir, name)
-            metrics["charts/eval_return"] = float(eval_returns.mean())
-            if counters["best_eval_return"] is None or metrics["charts/eval_return"] > counters["best_eval_return"]:
-                counters["best_eval_return"] = metrics["charts/eval_return"]
-                save_checkpoint(os.path.join(run_dir, "best.pt"), args, parts, counters)
-
-        logger.write(global_step, args.num_iterations * args.batch_size, metrics)
-
-        # --- checkpoint ---
-        if iteration % args.checkpoint_interval == 0 or last_iteration or stop_signal:
-            logger.writer.flush()
-            episodes = {"next_obs": next_obs, "reward_returns": normalizer.returns}
-            episodes |= {"episode_return": episode_return, "episode_length": episode_length}
-            episodes["intrinsic_returns"] = intrinsic_returns
-            rollout = {"envs": get_env_states(env_groups)} | {k: torch.as_tensor(v) for k, v in episodes.items()}
-            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), args, parts, counters, rollout["envs"] and rollout)
-        if stop_signal:
-            resume = f"python {SCRIPT}.py --resume {shlex.quote(run_dir)}"
-            print(f"stopped by signal {stop_signal[0]}; resume: {resume}", file=sys.stderr)
+        run.evaluate_if_due(policy, normalizer, device, metrics)
+        episodes = {"next_obs": next_obs, "reward_returns": normalizer.returns}
+        episodes |= {"episode_return": episode_return, "episode_length": episode_length}
+        episodes["intrinsic_returns"] = intrinsic_returns
+        if run.end_iteration(metrics, env_groups, episodes):  # logged, checkpointed if due; True: a signal came
             break
 
     pool.shutdown()
     for g in env_groups:
         g.close()
-    logger.close()
-    return 3 if diverged else 128 + stop_signal[0] if stop_signal else 0
+    return run.close()
+
+
+# ======================================================================================================================
+# The algorithm ends here. Below is what a run needs besides it: errors and exit codes (0 done, 2 bad input, 3
+# diverged, 4 a file could not be written, 128+N stopped by signal N), the write guard, flag checks, the environments'
+# state for exact resume, checkpoints, evaluation and video, the Run (counters, log, checkpoint.pt and best.pt, the
+# divergence stop, signals), run set-up, --eval-checkpoint and main().
+# ======================================================================================================================
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+
+
+class WriteError(Exception):
+    """A file of the run could not be written (disk full, permission, not a folder): one line, exit code 4."""
+
+
+@contextlib.contextmanager
+def writing(path, run_dir):
+    """A failed write becomes one WriteError that names the file and how to continue the run."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        reason, checkpoint = getattr(e, "strerror", None) or str(e).splitlines()[0], f"{run_dir}/checkpoint.pt"
+        then = f"{checkpoint} is intact: python {SCRIPT}.py --resume {shlex.quote(run_dir)} continues the run"
+        then = then if os.path.isfile(checkpoint) else "no checkpoint yet"
+        raise WriteError(f"cannot write {getattr(e, 'filename', None) or path} ({reason}); {then}") from None
+
+
+def code_sha256():
+    return hashlib.sha256(b"".join(open(path, "rb").read() for path in CODE_FILES)).hexdigest()[:16]
+
+
+def wandb_login_found():
+    """A W&B login that --track can use without asking (wandb would prompt, then fail with a traceback)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    with contextlib.suppress(OSError, netrc.NetrcParseError):  # `wandb login` writes the key to ~/.netrc
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    return False
+
+
+def check_args(args):
+    positive, at_least_0 = (lambda x: 0 < x < math.inf), (lambda x: 0 <= x < math.inf)  # NaN is neither
+    for flag, value, valid, meaning in [
+        ("--learning-rate", args.learning_rate, positive(args.learning_rate), "a positive number"),
+        ("--gamma", args.gamma, 0 < args.gamma <= 1, "in (0, 1]"),
+        ("--gae-lambda", args.gae_lambda, 0 <= args.gae_lambda <= 1, "in [0, 1]"),
+        ("--clip-coef", args.clip_coef, positive(args.clip_coef), "a positive number"),
+        ("--ent-coef", args.ent_coef, at_least_0(args.ent_coef), "a number at least 0"),
+        ("--vf-coef", args.vf_coef, at_least_0(args.vf_coef), "a number at least 0"),
+        ("--max-grad-norm", args.max_grad_norm, positive(args.max_grad_norm), "a positive number"),
+        ("--target-kl", args.target_kl, args.target_kl is None or positive(args.target_kl), "a positive number"),
+        ("--seed", args.seed, args.seed >= 0, "at least 0"),
+        ("--wm-learning-rate", args.wm_learning_rate, positive(args.wm_learning_rate), "a positive number"),
+        ("--wm-reward-weight", args.wm_reward_weight, at_least_0(args.wm_reward_weight), "a number at least 0"),
+        ("--wm-target-tau", args.wm_target_tau, 0 < args.wm_target_tau <= 1, "in (0, 1]"),
+        ("--alpha", args.alpha, at_least_0(args.alpha), "a number at least 0"),
+    ]:
+        if not valid:
+            raise UsageError(f"{flag} {value}: must be {meaning}")
+    if args.cuda and not torch.cuda.is_available():
+        raise UsageError("--cuda: torch finds no CUDA device here; leave --cuda off to train on the CPU")
+    if args.num_envs < 1 or not 1 <= args.num_env_threads <= args.num_envs:
+        raise UsageError("--num-envs must be at least 1 and --num-env-threads between 1 and --num-envs")
+    if min(args.num_steps, args.num_minibatches, args.update_epochs, args.eval_episodes) < 1 or args.eval_interval < 0:
+        raise UsageError("--num-steps, --num-minibatches, --update-epochs, --eval-episodes must be at least 1")
+    if (
+        args.z_dim < 1
+        or args.wm_epochs < 1
+        or args.wm_num_minibatches < 1
+        or not 1 <= args.wm_horizon <= args.num_steps
+    ):
+        raise UsageError(
+            "--z-dim, --wm-epochs and --wm-num-minibatches must be at least 1, --wm-horizon 1 to --num-steps"
+        )
+    if args.batch_size % args.num_minibatches != 0:
+        raise UsageError(f"the batch of {args.batch_size} steps is not divisible by --num-minibatches")
+    if args.total_timesteps < args.batch_size:
+        raise UsageError(f"--total-timesteps is smaller than one batch ({args.batch_size} steps)")
+    if min(args.checkpoint_interval, args.video_interval, args.snapshot_interval) < 1:
+        raise UsageError("--checkpoint-interval, --video-interval and --snapshot-interval must be at least 1")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise UsageError('--track needs wandb: pip install -e ".[track]"')
+    if args.track and not wandb_login_found():
+        raise UsageError("--track needs a W&B login: run `wandb login`, or set WANDB_MODE=offline to log locally")
+    if args.env_id not in gym.registry:
+        raise UsageError(f"unknown --env-id {args.env_id!r}: not a registered Gymnasium environment")
+    if not isinstance(space := gym.make(args.env_id).action_space, gym.spaces.Box):
+        raise UsageError(f"--env-id {args.env_id} has a {type(space).__name__} action space; this needs a Box")
+
+
+MUJOCO_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, actuators, controls, warm start, time: all of it
+
+
+def get_env_states(env_groups):
+    """What each env's next steps and resets depend on: MuJoCo's full state, the body positions that some tasks read
+    before stepping (Ant, Humanoid), the time limit's count and the env's generator; None if an env is not MuJoCo."""
+    states = []
+    for env in (env for g in env_groups for env in g.envs):
+        sim = env.unwrapped
+        if not isinstance(getattr(sim, "data", None), mujoco.MjData):
+            return None
+        physics = np.empty(mujoco.mj_stateSize(sim.model, MUJOCO_STATE))
+        mujoco.mj_getState(sim.model, sim.data, physics, MUJOCO_STATE)
+        arrays = {"physics": physics, "xpos": sim.data.xpos.copy(), "xipos": sim.data.xipos.copy()}
+        states.append({k: torch.from_numpy(v) for k, v in arrays.items()} | {"rng": sim.np_random.bit_generator.state})
+        states[-1]["elapsed_steps"] = env.get_wrapper_attr("_elapsed_steps")
+    return states
+
+
+def set_env_states(env_groups, states):
+    for env, state in zip((env for g in env_groups for env in g.envs), states, strict=True):
+        sim = env.unwrapped
+        mujoco.mj_setState(sim.model, sim.data, state["physics"].numpy(), MUJOCO_STATE)
+        sim.data.xpos[:], sim.data.xipos[:] = state["xpos"].numpy(), state["xipos"].numpy()
+        env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+        sim.np_random.bit_generator.state = state["rng"]
+
+
+def save_checkpoint(path, args, parts, counters, rollout=None):
+    """Everything a resume needs, written beside the target and renamed: a crash leaves the previous file intact."""
+    state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters), "rollout": rollout}
+    state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
+    try:
+        with writing(path, os.path.dirname(path)), open(f"{path}.tmp", "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f"{path}.tmp", path)
+    finally:
+        if os.path.exists(f"{path}.tmp"):
+            os.remove(f"{path}.tmp")
+
+
+def load_checkpoint(path, env_id=None):
+    """Tensors and plain containers only (weights_only=True): a checkpoint never unpickles arbitrary objects."""
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__})") from None
+    if (script := ckpt.get("script") if isinstance(ckpt, dict) else None) != SCRIPT:
+        raise UsageError(f"checkpoint {path} was written by {script or 'something else'}.py, not {SCRIPT}.py")
+    if env_id is not None and ckpt["args"]["env_id"] != env_id:
+        raise UsageError(f"checkpoint {path} is for {ckpt['args']['env_id']}, not --env-id {env_id}")
+    ckpt["args"] = {k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(Args)}}
+    return ckpt
+
+
+def restore_state(ckpt, parts, rng=True):
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(ckpt[name])
+        if rng:
+            torch.set_rng_state(ckpt["torch_rng"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UsageError(f"checkpoint does not fit this agent: {str(e).splitlines()[0]}") from None
+    return dict(ckpt["counters"])
+
+
+def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
+    """Raw returns of args.eval_episodes parallel episodes of policy (normalized obs -> mean action). With a name,
+    env 0 is rendered to out_dir/videos/<name>.mp4 and out_dir/snapshots/<name>/ (--capture-video, --save-snapshot)."""
+    video = os.path.join(out_dir, "videos", f"{name}.mp4") if name and args.capture_video else None
+    snapshots = os.path.join(out_dir, "snapshots", name) if name and args.save_snapshot else None
+    render = video is not None or snapshots is not None
+    env_fns = [make_env(args.env_id, render=render and i == 0) for i in range(args.eval_episodes)]
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs, _ = envs.reset(seed=seed)
+    # a video frame every few steps, about 30 frames/s: rendering is the slow part (a quarter of it at 125 Hz)
+    frame_every = max(1, round(envs.metadata.get("render_fps", 30) / 30))
+    returns, finished, frames, t = np.zeros(args.eval_episodes), np.zeros(args.eval_episodes, dtype=bool), [], 0
+    while not finished.all():
+        with torch.no_grad():
+            action = policy(torch.from_numpy(normalizer.obs(obs, update=False)).to(device)).cpu().numpy()
+        snapshot_now = snapshots is not None and not finished[0] and t % args.snapshot_interval == 0
+        if snapshot_now or (video is not None and not finished[0] and t % frame_every == 0):
+            frame = envs.envs[0].render()
+            frames += [frame] if t % frame_every == 0 else []
+        action = np.clip(action, envs.single_action_space.low, envs.single_action_space.high)
+        obs, reward, terminations, truncations, info = envs.step(action)
+        if snapshot_now:  # a PNG and a JSON sidecar of the step
+            with writing(snapshots, out_dir):
+                os.makedirs(snapshots, exist_ok=True)
+                imageio.imwrite(os.path.join(snapshots, f"step{t:06d}.png"), frame)
+                meta = {"step": t, "reward": float(reward[0]), "action": [float(a) for a in action[0]]}
+                with open(os.path.join(snapshots, f"step{t:06d}.json"), "w") as f:
+                    json.dump(meta | {"info_keys": sorted(k for k in info if not k.startswith("_"))}, f)
+        returns += reward * ~finished
+        finished |= terminations | truncations
+        t += 1
+    envs.close()
+    if video is not None:
+        with writing(video, out_dir):  # renamed when complete: no half-written video
+            os.makedirs(os.path.dirname(video), exist_ok=True)
+            fps = envs.metadata.get("render_fps", 30) / frame_every
+            imageio.mimsave(tmp := video[: -len(".mp4")] + ".part.mp4", frames, fps=fps, macro_block_size=8)
+            os.replace(tmp, video)
+    return returns
+
+
+class Run:
+    """A run's bookkeeping, none of which changes what it learns: counters, config.json, the log (TensorBoard tags are
+    the metrics' keys, progress.csv columns their last part; the console, training_status.log, W&B with --track),
+    evaluations and best.pt, checkpoint.pt, the divergence stop, and the signals that stop it after an iteration."""
+
+    def __init__(self, args, ckpt, run_dir, parts):
+        self.args, self.ckpt, self.run_dir, self.parts, self.stop_signal = args, ckpt, run_dir, parts, []
+        self.diverged, self.columns, self.wandb = None, None, None
+        self.counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None}
+        self.counters |= {"eval_seed": args.seed + 100_000, "recent_returns": []}
+        if ckpt is not None:
+            self.counters = restore_state(ckpt, parts)
+        self.resume_rows = self.logged_rows() if ckpt else None  # progress.csv up to the checkpoint
+        self.finished = self.counters["iteration"] >= args.num_iterations
+        if self.finished:
+            print(f"{run_dir} already finished {self.counters['global_step']} steps; give a larger --total-timesteps")
+            return
+        check_saved(parts)
+        # each start of the run: its code and steps (a resume with other steps re-stretches an annealed schedule)
+        start = {"code_sha256": code_sha256(), "code_files": [os.path.basename(p) for p in CODE_FILES]}
+        start["total_timesteps"] = args.total_timesteps
+        self.counters["trained_with"] = self.counters.get("trained_with", []) + [start]
+        # everything below may write files: bad input has been rejected above
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, self.request_stop)  # main() puts the previous handlers back
+        with writing(run_dir, run_dir):
+            self.run_dir = run_dir = run_dir if ckpt else make_run_dir(run_dir)
+            config = os.path.join(run_dir, "config.json")  # renamed when complete: never read half-written
+            with open(f"{config}.tmp", "w") as f:
+                json.dump(dataclasses.asdict(args) | {"trained_with": self.counters["trained_with"]}, f, indent=2)
+            os.replace(f"{config}.tmp", config)
+            # on resume TensorBoard drops what was logged after the checkpoint
+            self.writer = SummaryWriter(run_dir, purge_step=self.counters["global_step"] + 1 if ckpt else None)
+            self.status = open(os.path.join(run_dir, "training_status.log"), "a")
+        self.videos = set(glob.glob(os.path.join(run_dir, "videos", "*.mp4")))  # logged already
+        if args.track:  # the run's id comes from its directory, so that --resume continues the same W&B run
+            import wandb
+
+            name = os.path.basename(os.path.normpath(run_dir))
+            where = {"project": args.wandb_project_name, "entity": args.wandb_entity, "dir": run_dir, "name": name}
+            wandb_id, config = hashlib.sha256(name.encode()).hexdigest()[:16], dataclasses.asdict(args)
+            self.wandb = wandb.init(**where, id=wandb_id, resume="allow", config=config)
+        tensorboard = f"tensorboard --logdir {shlex.quote(os.path.dirname(os.path.normpath(run_dir)))}"
+        self.say(f"{'resuming' if ckpt else 'run'} {run_dir} ({tensorboard})")
+        self.start = (time.time(), self.counters["global_step"], self.counters["wall_time"])
+
+    def request_stop(self, signum, frame):  # SIGINT, SIGTERM, SIGPIPE: the loop stops after its iteration
+        self.stop_signal.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+    def logged_rows(self):
+        """progress.csv's rows up to the checkpoint's step, without a last line that a crash cut short (no newline);
+        bad input if a row up to that step is missing or damaged (it cannot be logged again)."""
+        path, lines, step = os.path.join(self.run_dir, "progress.csv"), [], self.counters["global_step"]
+        with writing(path, self.run_dir), contextlib.suppress(FileNotFoundError), open(path, newline="") as f:
+            lines = f.readlines()
+        lines = lines if not lines or lines[-1].endswith("\n") else lines[:-1]  # the row being written at a crash
+        rows = [r for r in csv.DictReader(lines) if None not in r.values() and r["global_step"].isdigit()]
+        rows = [r for r in rows if int(r["global_step"]) <= step]
+        if [int(r["global_step"]) for r in rows] != list(range(self.args.batch_size, step + 1, self.args.batch_size)):
+            lost = f"{path} lacks rows up to its checkpoint at step {step:,} (damaged or deleted)"
+            raise UsageError(f"{lost}: move {self.run_dir} aside and train the run again")
+        return rows
+
+    def episodes_in_flight(self, env_groups):
+        """The checkpoint's episodes in flight, each env set back to its state then; None for a new run and for a
+        checkpoint without them (written before exact resume, or not a MuJoCo task): its episodes restart."""
+        if self.ckpt and not self.ckpt.get("rollout"):
+            print(f"{self.run_dir}: the checkpoint does not hold its episodes in flight; they restart from a reset")
+        if rollout := self.ckpt and self.ckpt.get("rollout"):
+            try:
+                set_env_states(env_groups, rollout["envs"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise UsageError(f"checkpoint does not fit these environments: {str(e).splitlines()[0]}") from None
+        return rollout
+
+    def sps(self):  # this session's rate
+        return int((self.counters["global_step"] - self.start[1]) / (time.time() - self.start[0]))
+
+    def wall_time(self):  # of all sessions
+        self.counters["wall_time"] = self.start[2] + time.time() - self.start[0]
+        return round(self.counters["wall_time"], 3)
+
+    def stop_if_diverged(self, metrics, tensors):
+        """True if a tensor, a logged value (explained_variance may be NaN) or a parameter is NaN or infinite: nothing
+        of the iteration is logged or saved, diverged.json says what, and one line on stderr."""
+        named = tensors | {tag: v for tag, v in metrics.items() if v is not None and tag != "losses/explained_variance"}
+        named |= {f"{name} parameters": part for name, part in self.parts.items() if isinstance(part, nn.Module)}
+        for name, x in named.items():
+            x = torch.cat([p.detach().reshape(-1) for p in x.parameters()]) if isinstance(x, nn.Module) else x
+            if not (math.isfinite(x) if isinstance(x, (int, float)) else torch.isfinite(x).all()):
+                self.diverged = name
+                break
+        if self.diverged:
+            step, marker = self.counters["global_step"], os.path.join(self.run_dir, "diverged.json")
+            with writing(marker, self.run_dir), open(marker, "w") as f:
+                json.dump({"global_step": step, "iteration": self.counters["iteration"], "nonfinite": self.diverged}, f)
+            kept = [f for f in ("checkpoint.pt", "best.pt") if os.path.isfile(os.path.join(self.run_dir, f))]
+            kept = f"the last finite state is in {' and '.join(kept)}" if kept else "no checkpoint was written"
+            why = f"NaN or infinite (usual causes: a learning rate or a loss weight too high); not logged, {kept}"
+            print(f"{SCRIPT}.py: error: diverged at step {step:,}: {self.diverged} is {why}", file=sys.stderr)
+        return bool(self.diverged)
+
+    def evaluate_if_due(self, policy, normalizer, device, metrics):
+        """Every --eval-interval iterations and at the end: the deterministic policy on frozen normalization, with its
+        own seed (the training draws are untouched); the best evaluation so far is kept as best.pt."""
+        counters, args = self.counters, self.args
+        last = counters["iteration"] == args.num_iterations
+        if not args.eval_interval or counters["iteration"] % args.eval_interval and not last:
+            return
+        counters["num_evals"] += 1
+        video = (counters["num_evals"] - 1) % args.video_interval == 0  # with --capture-video, every few evaluations
+        name = f"eval-step{counters['global_step']:09d}" if video else None
+        returns = evaluate(policy, normalizer, args, counters["eval_seed"], device, self.run_dir, name)
+        if counters["best_eval_return"] is None or returns.mean() > counters["best_eval_return"]:
+            counters["best_eval_return"] = float(returns.mean())
+            save_checkpoint(os.path.join(self.run_dir, "best.pt"), args, self.parts, counters)
+        metrics["charts/eval_return"] = float(returns.mean())
+
+    def end_iteration(self, metrics, env_groups, episodes):
+        """Logs the iteration; writes checkpoint.pt with the episodes in flight every --checkpoint-interval
+        iterations, at the end and when a signal came; True if a signal came (the run stops)."""
+        self.log(metrics)
+        iteration, args = self.counters["iteration"], self.args
+        if iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations or self.stop_signal:
+            self.writer.flush()
+            rollout = {"envs": get_env_states(env_groups)} | {k: torch.as_tensor(v) for k, v in episodes.items()}
+            path, rollout = os.path.join(self.run_dir, "checkpoint.pt"), rollout if rollout["envs"] else None
+            save_checkpoint(path, args, self.parts, self.counters, rollout)
+        if self.stop_signal:
+            resume = f"python {SCRIPT}.py --resume {shlex.quote(self.run_dir)}"
+            print(f"stopped by signal {self.stop_signal[0]}; resume: {resume}", file=sys.stderr)
+        return bool(self.stop_signal)
+
+    def log(self, metrics):
+        step, total = self.counters["global_step"], self.args.num_iterations * self.args.batch_size
+        logged = {tag: value for tag, value in metrics.items() if value is not None}
+        for tag, value in logged.items():
+            self.writer.add_scalar(tag, value, step)
+        if self.wandb is not None:
+            for video in sorted(set(glob.glob(os.path.join(self.run_dir, "videos", "*.mp4"))) - self.videos):
+                self.videos.add(video)
+                logged["videos/eval"] = sys.modules["wandb"].Video(video, format="mp4")
+            self.wandb.log(logged, step=step)
+        row = {"global_step": step} | {tag.split("/")[-1]: value for tag, value in metrics.items()}
+        with writing(progress := os.path.join(self.run_dir, "progress.csv"), self.run_dir):
+            if self.columns is None:  # the header, and on resume the rows up to the checkpoint; then renamed
+                self.columns = list(row)
+                with open(f"{progress}.tmp", "w", newline="") as f:
+                    csv.DictWriter(f, self.columns).writeheader()
+                    csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerows(self.resume_rows or [])
+                os.replace(f"{progress}.tmp", progress)
+            with open(progress, "a", newline="") as f:
+                csv.DictWriter(f, self.columns).writerow({k: "" if v is None else v for k, v in row.items()})
+        line = f"step {step:,}/{total:,} | {row['sps']:,} sps"
+        line += "".join(f" | {k} {row[k]:.1f}" for k in ("return_last100", "eval_return") if row[k] is not None)
+        if row["sps"] > 0:  # at this session's rate, evaluations included
+            line += f" | {time.strftime('%H:%M:%S', time.gmtime((total - step) / row['sps']))} left"
+        with writing(self.status.name, self.run_dir):
+            self.status.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            self.status.flush()
+        self.say(line)
+
+    def say(self, line):
+        """A line on stdout; if its reader went away (`| head`), the run stops as a signal would stop it."""
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to write there
+            signal.raise_signal(signal.SIGPIPE)
+
+    def close(self):
+        """Closes the log; the run's exit code: 0 done, 3 diverged, 128 + N stopped by signal N."""
+        self.writer.close()
+        self.status.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        return 3 if self.diverged else 128 + self.stop_signal[0] if self.stop_signal else 0
+
+
+def make_run_dir(path):
+    """A new run directory at path, or at path-2, path-3, ... if another run started in the same second."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    for n in range(1, 100):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(new := path if n == 1 else f"{path}-{n}")
+            return new
+    raise FileExistsError(f"{path}-99 exists")
+
+
+def check_saved(parts):
+    """Every parameter an optimizer trains must belong to a module the checkpoint saves, or resume would restart it."""
+    saved = {id(p) for part in parts.values() if isinstance(part, nn.Module) for p in part.parameters()}
+    optimizers = [part for part in parts.values() if isinstance(part, torch.optim.Optimizer)]
+    for p in (p for opt in optimizers for group in opt.param_groups for p in group["params"] if id(p) not in saved):
+        shape = tuple(p.shape)
+        raise UsageError(f"a parameter of shape {shape} is trained but saved by no checkpoint part (docs/extending.md)")
+
+
+def setup_run(args, given):
+    """Checks the flags, then returns (args, checkpoint or None, run_dir); --resume takes the run's own flags."""
+    ckpt = None
+    if args.resume is not None:
+        if not os.path.isfile(os.path.join(args.resume, "checkpoint.pt")):
+            raise UsageError(f"--resume {args.resume}: no run with a checkpoint.pt there")
+        if os.path.isfile(os.path.join(args.resume, "diverged.json")):
+            raise UsageError(f"--resume {args.resume}: the run diverged (diverged.json); start one with other flags")
+        ckpt = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
+        if ignored := given - {"--resume", "--total-timesteps"}:
+            only = "only --total-timesteps may change"
+            raise UsageError(f"--resume continues a run with its own flags; {only}, not {min(ignored)}")
+        steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]
+        if steps != (made_for := ckpt["args"]["total_timesteps"]) and ckpt["args"]["anneal_lr"]:
+            stretch = f"re-stretches the annealed learning rate of a run made for {made_for:,} steps"
+            print(f"--total-timesteps {steps:,} {stretch}: it is not what a fresh run would be (config.json says so)")
+        args = Args(**{**ckpt["args"], "resume": args.resume, "total_timesteps": steps})
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = args.batch_size // max(args.num_minibatches, 1)
+    args.num_iterations = args.total_timesteps // max(args.batch_size, 1)
+    check_args(args)
+    if args.total_timesteps % args.batch_size:
+        steps = f"{args.num_iterations * args.batch_size:,} steps will run"
+        print(
+            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,}): {steps}"
+        )
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    return args, ckpt, args.resume or os.path.join(args.runs_dir, run_name)
+
+
+def run_eval_checkpoint(args, given):
+    ckpt = load_checkpoint(args.eval_checkpoint, env_id=args.env_id if "--env-id" in given else None)
+    env = gym.make(ckpt["args"]["env_id"])
+    obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
+    agent = Agent(obs_shape[0] + ckpt["args"]["z_dim"], act_dim)
+    encoder = Encoder(obs_shape[0], ckpt["args"]["z_dim"])
+    normalizer = Normalizer(obs_shape, 1, ckpt["args"]["gamma"])
+    restore_state(ckpt, {"agent": agent, "encoder": encoder, "normalizer": normalizer}, rng=False)
+    policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
+    args.env_id, seed = ckpt["args"]["env_id"], ckpt["counters"]["eval_seed"]
+    out_dir, name = os.path.split(os.path.abspath(args.eval_checkpoint))
+    returns = evaluate(policy, normalizer, args, seed, "cpu", out_dir, f"eval-{name[: -len('.pt')]}")
+    for i, r in enumerate(returns):
+        print(f"episode {i}: return {r:.2f}")
+    print(f"eval_return_mean={returns.mean():.6f} eval_return_std={returns.std():.6f}")
+    return 0
 
 
 def main(argv=None):
@@ -905,12 +914,9 @@ def main(argv=None):
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}
     try:
         return run_eval_checkpoint(args, given) if args.eval_checkpoint else train(args, given)
-    except UsageError as e:
+    except (UsageError, WriteError) as e:  # exit codes: 2 bad input (nothing written), 4 a file could not be written
         print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
-        return 2
-    except WriteError as e:
-        print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
-        return 4
+        return 2 if isinstance(e, UsageError) else 4
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

@@ -72,13 +72,14 @@ def test_rows_lost_before_the_checkpoint_are_one_line_and_nothing_is_written(dam
 def test_a_closed_stdout_stops_the_run_as_a_signal_does(tmp_path):
     # `python ppo_wm.py | head -1`: the run checkpoints at the end of its iteration and exits 128 + SIGPIPE
     cmd = [sys.executable, str(ROOT / "ppo_wm.py"), *TINY, "--total-timesteps", str(400 * BATCH)]
-    proc = subprocess.Popen([*cmd, "--runs-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = tmp_path / "my runs"  # the printed command quotes the path
+    proc = subprocess.Popen([*cmd, "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline().startswith(b"run ")
     proc.stdout.close()  # the reader goes away
     err = proc.communicate(timeout=120)[1].decode()
     assert proc.returncode == 128 + signal.SIGPIPE
-    (run_dir,) = tmp_path.iterdir()
-    one_error_line(err, f"stopped by signal {int(signal.SIGPIPE)}; resume: python ppo_wm.py --resume {run_dir}")
+    (run_dir,) = runs.iterdir()
+    one_error_line(err, f"stopped by signal {int(signal.SIGPIPE)}; resume: python ppo_wm.py --resume '{run_dir}'")
     iterations = len(read_progress(run_dir))
     assert 1 <= iterations < 400 and (run_dir / "checkpoint.pt").exists()
 
