@@ -61,29 +61,51 @@ def masked_mean(x, valid):
     return x[valid].mean() if valid.any() else x.sum() * 0.0
 
 
+def squared_error(prediction, target):
+    """The latent and observation terms' error, elementwise; masked_mean averages it over the steps' valid rows."""
+    return (prediction - target) ** 2
+
+
+def reward_and_termination_error(predicted, reward, termination):
+    """The reward head's error per row: squared error on the reward, logistic loss on the termination (MR.Q)."""
+    return (predicted[:, 0] - reward) ** 2 + F.binary_cross_entropy_with_logits(
+        predicted[:, 1], termination, reduction="none"
+    )
+
+
 def world_model_loss(
-    encoder, dynamics, obs, actions, next_obs, rewards, terminations, mask, target_encoder=None, reward_weight=0.0
+    encoder,
+    dynamics,
+    obs,
+    actions,
+    next_obs,
+    rewards,
+    terminations,
+    mask,
+    target_encoder=None,
+    reward_weight=0.0,
+    latent_error=squared_error,
+    obs_error=squared_error,
+    reward_error=reward_and_termination_error,
 ):
     """The loss on windows from rollout_windows, and its terms (detached) to log. The dynamics is unrolled from
     z_0 = encoder(obs) with the window's actions; at each step the predicted latent is trained towards the
-    stop-gradient latent of the true next observation (from target_encoder when given) and must decode that
-    observation. With reward_weight > 0, the reward head's error on each step's reward and termination is added."""
+    stop-gradient latent of the true next observation (from target_encoder when given), latent_error(prediction,
+    target), and must decode that observation, obs_error(decoded, observation). With reward_weight > 0, the reward
+    head's reward_error on each step's reward and termination is added. A copy that changes how one term is computed
+    passes its own error function (per row, or elementwise as squared_error), not a copy of this: docs/extending.md."""
     z, horizon = encoder(obs), actions.shape[0]
     latent_loss = obs_loss = reward_loss = 0.0
     for h in range(horizon):
         valid = mask[h]
         if reward_weight > 0:
             predicted = dynamics.reward_head(torch.cat([z, actions[h]], -1))
-            reward_error = (predicted[:, 0] - rewards[h]) ** 2
-            reward_error = reward_error + F.binary_cross_entropy_with_logits(
-                predicted[:, 1], terminations[h], reduction="none"
-            )
-            reward_loss = reward_loss + masked_mean(reward_error, valid)
+            reward_loss = reward_loss + masked_mean(reward_error(predicted, rewards[h], terminations[h]), valid)
         z = dynamics(z, actions[h])
         with torch.no_grad():
             z_target = (target_encoder or encoder)(next_obs[h])
-        latent_loss = latent_loss + masked_mean((z - z_target) ** 2, valid)
-        obs_loss = obs_loss + masked_mean((dynamics.decoder(z) - next_obs[h]) ** 2, valid)
+        latent_loss = latent_loss + masked_mean(latent_error(z, z_target), valid)
+        obs_loss = obs_loss + masked_mean(obs_error(dynamics.decoder(z), next_obs[h]), valid)
     latent_loss, obs_loss = latent_loss / horizon, obs_loss / horizon
     loss = latent_loss + obs_loss
     terms = {"wm_latent_loss": latent_loss.detach(), "wm_obs_loss": obs_loss.detach()}

@@ -71,3 +71,54 @@ def test_the_worked_example_runs_logs_its_term_and_at_weight_zero_is_ppo_wm(tmp_
     rows = run(my_wm, tmp_path / "half", "--delta-weight", "0.5")
     assert all(float(r["wm_delta_loss"]) > 0 for r in rows) and float(rows[0]["first_ratio_dev"]) < 1e-5
     assert [r["policy_loss"] for r in rows] != [r["policy_loss"] for r in baseline]  # the term changes the run
+
+
+INFO_NCE = """def info_nce(prediction, target, temperature=0.1):
+    # per row: the predicted latent must pick out its own target among the batch's targets
+    logits = F.normalize(prediction, dim=-1) @ F.normalize(target, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device), reduction="none")
+"""
+NCE_FLAGS = """    latent_term: str = "nce"  # the latent term's error: nce (InfoNCE) or mse (ppo_wm.py's squared error)
+    latent_weight: float = 1.0  # weight of the latent term (0: the world model learns from the decoder alone)
+"""
+NCE_CALL = """                error = info_nce if args.latent_term == "nce" else squared_error
+                latent_error = lambda p, t: args.latent_weight * error(p, t)  # noqa: E731
+                wm_loss, wm_stats = world_model_loss(
+                    encoder, dynamics, *mb, target_encoder, args.wm_reward_weight, latent_error=latent_error
+                )
+"""
+
+
+def make_my_nce(path):
+    """The page's second example: a copy of ppo_wm.py whose latent term is InfoNCE, passed to world_model_loss."""
+    for snippet in (INFO_NCE, NCE_FLAGS, NCE_CALL):
+        assert snippet.strip() in DOC
+    source = (ROOT / "ppo_wm.py").read_text()
+    call = "                wm_loss, wm_stats = world_model_loss(encoder, dynamics, *mb, target_encoder, args.wm_reward_weight)\n"
+    for anchor, new in [
+        (
+            "from wm_common import Dynamics, Encoder, ema_update,",
+            "from wm_common import Dynamics, Encoder, ema_update, squared_error,",
+        ),
+        ("import torch.nn as nn\n", "import torch.nn as nn\nimport torch.nn.functional as F\n"),
+        ("def policy_input(", INFO_NCE + "\n\ndef policy_input("),
+        ("    wm_target_tau: float", NCE_FLAGS + "    wm_target_tau: float"),
+        (call, NCE_CALL),
+    ]:
+        assert source.count(anchor) == 1, anchor
+        source = source.replace(anchor, new)
+    path.write_text(source)
+    changed = subprocess.run(["diff", str(ROOT / "ppo_wm.py"), str(path)], capture_output=True, text=True).stdout
+    return sum(line[:1] in "<>" for line in changed.splitlines() if line)
+
+
+def test_a_replaced_term_is_one_function_and_its_mse_control_is_ppo_wm(tmp_path):
+    assert make_my_nce(my_nce := tmp_path / "my_nce.py") <= 20  # the term, two flags, the call; not the 35-line loss
+    baseline = run(ROOT / "ppo_wm.py", tmp_path / "base")
+    untimed = lambda rows: [
+        {k: v for k, v in r.items() if k not in ("sps", "wall_time", "rollout_time", "update_time")} for r in rows
+    ]  # noqa: E731
+    assert untimed(run(my_nce, tmp_path / "mse", "--latent-term", "mse")) == untimed(baseline)
+    nce = run(my_nce, tmp_path / "nce")
+    assert all(float(r["wm_latent_loss"]) > 0 for r in nce) and untimed(nce) != untimed(baseline)
+    assert all(float(r["wm_latent_loss"]) == 0 for r in run(my_nce, tmp_path / "none", "--latent-weight", "0"))
