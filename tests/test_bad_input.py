@@ -8,6 +8,8 @@ import torch
 
 from conftest import BATCH, ROOT, TINY, script
 
+pytestmark = pytest.mark.quick  # the scripts' contract: python -m pytest -q -m quick
+
 CASES = [
     ("ppo_continuous", ["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
     ("ppo_continuous", ["--env-id", "CartPole-v1"], "Discrete action space"),

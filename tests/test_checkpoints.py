@@ -50,6 +50,7 @@ def build_parts(name, ckpt):
     return parts
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_restore_state_is_exact_tensor_by_tensor(name, finished_runs, tmp_path):
     mod = script(name)
@@ -67,6 +68,7 @@ def test_restore_state_is_exact_tensor_by_tensor(name, finished_runs, tmp_path):
     assert_same(torch.load(tmp_path / "again.pt", weights_only=True), ckpt)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_resume_continues_in_place_and_extends(name, tmp_path, finished_runs, monkeypatch):
     mod = script(name)
@@ -125,6 +127,7 @@ def test_atomic_checkpoint_write_survives_a_crash(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
+@pytest.mark.quick
 def test_checkpoints_hold_no_pickled_objects(finished_runs):
     # weights_only=True would reject any pickled class; also check there is no side file such as obs_rms.pkl
     for run_dir in finished_runs.values():

@@ -4,6 +4,8 @@ import torch
 
 from conftest import SCRIPTS, script
 
+pytestmark = pytest.mark.quick  # the scripts' contract: python -m pytest -q -m quick
+
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_gae_matches_hand_computation_with_termination_and_truncation(name):

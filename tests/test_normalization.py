@@ -4,6 +4,8 @@ import torch
 
 from conftest import SCRIPTS, script
 
+pytestmark = pytest.mark.quick  # the scripts' contract: python -m pytest -q -m quick
+
 
 def test_observation_normalization_matches_running_statistics():
     mod = script("ppo_continuous")

@@ -10,6 +10,7 @@ import torch
 from conftest import BATCH, SCRIPTS, read_progress, script, tb_scalars, train
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_end_to_end_outputs(name, finished_runs):
     run_dir = finished_runs[name]
@@ -61,6 +62,7 @@ def test_end_to_end_outputs(name, finished_runs):
     assert not list(run_dir.glob("*.tmp"))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_first_minibatch_ratio_is_exactly_one(name, finished_runs):
     # the update sees exactly the inputs (for the WM scripts: [obs, z]) and log-probs the actions were taken with
@@ -111,6 +113,7 @@ def test_alpha_changes_learning_but_not_logged_return_definition(tmp_path, finis
     assert aux[-1]["policy_loss"] != wm[-1]["policy_loss"]
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_eval_checkpoint_matches_training_evaluation_with_frozen_statistics(name, finished_runs, capsys):
     run_dir = finished_runs[name]
