@@ -240,9 +240,11 @@ def write_report(
     force=False,
     data=None,
     labels=None,
+    seed_sets=None,
 ):
     """variant_dirs: pools of runs, one per variant (with data, a report's run data file: their names in it); env_ids
-    and seeds select runs; baselines: the pools the others are compared with; labels: {pool: name to show}. Raises
+    and seeds select runs; baselines: the pools the others are compared with; labels: {pool: name to show};
+    seed_sets: {name: seeds}, to give P pooled over several seed sets as well as each set's. Raises
     ReportError, before writing anything, on two runs of one seed, an unreadable run, or when out_dir holds a report
     of runs this one does not have (unless force). Writes summary.md, learning_curves.png and the run data it read."""
     pools = [os.path.basename(os.path.normpath(d)) for d in variant_dirs]
@@ -344,6 +346,43 @@ def write_report(
         if rows:
             lines += ["", f"Per-seed scores{f' at {step // 1000}k steps' if step else ''} (seed: score):", ""]
             lines += ["| task | variant | scores |", "|---|---|---|", *rows]
+    for b in baselines if seed_sets and len(seed_sets) > 1 else []:
+        rows = []
+        for (t, v), group in groups.items():
+            if v == b or not group or not groups.get((t, b)):
+                continue
+            cells = []
+            for step in checkpoints:
+                # P within each seed set, and their mean: the sets are strata, each arm resampled within each set
+                arms = [
+                    [at_step([r for r in groups[(t, arm)] if r["seed"] in seeds], step) for seeds in seed_sets.values()]
+                    for arm in (v, b)
+                ]
+                if not all(len(x) for arm in arms for x in arm):
+                    cells.append("–")
+                    continue
+                k = len(seed_sets)
+
+                def pooled(*x):
+                    return float(np.mean([probability_of_improvement(x[i], x[k + i]) for i in range(k)]))
+
+                lo, hi = bootstrap_ci(arms[0] + arms[1], pooled, reps)
+                each = ", ".join(
+                    f"{name} {probability_of_improvement(x, y):.2f}" for name, x, y in zip(seed_sets, *arms)
+                )
+                cells.append(f"{pooled(*arms[0], *arms[1]):.2f} [{lo:.2f}, {hi:.2f}] ({each})")
+            rows.append(f"| {t} | {labels[v]} | " + " | ".join(cells) + " |")
+        if rows:
+            lines += [
+                "",
+                f"P(variant > {labels[b]}) pooled over the seed sets {', '.join(seed_sets)} [95% CI] (each set's P):",
+                "",
+            ]
+            lines += [
+                "| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints),
+                "|---|---|" + "---|" * len(checkpoints),
+            ]
+            lines += rows
     few = sorted({t for (t, v), s in scores.items() if 0 < len(s) < MIN_SEEDS})
     if few:
         lines += [

@@ -620,6 +620,12 @@ def run_experiment(argv):
     parser.add_argument(
         "--baselines", nargs="+", help="variants the report compares the others with (default: the experiment's)"
     )
+    parser.add_argument(
+        "--seed-sets",
+        nargs="+",
+        metavar="NAME=FIRST-LAST",
+        help="score the comparison over several seed sets at once (e.g. E5=1-10 E6=21-30): P pooled and per set",
+    )
     parser.add_argument("--total-timesteps", type=int, help="steps per run (default: the experiment's; 1M for most)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel runs (default: number of cores)")
     parser.add_argument(
@@ -655,7 +661,14 @@ def run_experiment(argv):
     if args.experiment not in EXPERIMENTS and not args.variants:
         parser.error(f"--experiment {args.experiment} is not one of {', '.join(EXPERIMENTS)}: give its --variants")
     all_variants, default_tasks, default_seeds, default_steps = experiment_defaults(args.experiment)
-    args.seeds = args.seeds or default_seeds
+    seed_sets = {}
+    for spec in args.seed_sets or []:
+        name, _, span = spec.partition("=")
+        first, _, last = span.partition("-")
+        if not (name and first.isdigit() and (last or first).isdigit()):
+            parser.error(f"--seed-sets {spec}: give NAME=FIRST-LAST, e.g. E6=21-30")
+        seed_sets[name] = list(range(int(first), int(last or first) + 1))
+    args.seeds = args.seeds or sorted({seed for seeds in seed_sets.values() for seed in seeds}) or default_seeds
     args.total_timesteps = args.total_timesteps or default_steps
     args.runs_root = os.path.abspath(args.runs_root)  # relative to the caller's directory, for runs, logs and report
     variants = args.variants or all_variants
@@ -730,6 +743,7 @@ def run_experiment(argv):
                 force=args.force,
                 data=data,
                 labels=labels,
+                seed_sets=seed_sets,
             )
             print(f"report: {os.path.join(out_dir, 'summary.md')}")
         except report.ReportError as e:

@@ -843,3 +843,28 @@ def test_world_model_runs_made_before_its_options_existed_are_still_the_default_
     (run_dir / "config.json").write_text(json.dumps(dict(older, wm_horizon=5)))
     assert runner.main(common) == 2
     assert "was made with wm_horizon=5 but ppo_wm.py now runs wm_horizon=1" in capsys.readouterr().err
+
+
+def test_a_comparison_pooled_over_seed_sets_gives_each_sets_p_and_their_stratified_mean(tmp_path):
+    rng = np.random.default_rng(1)
+    for seeds, gain in ((range(1, 7), 500.0), (range(21, 27), 0.0)):  # better on the first set only
+        for seed in seeds:
+            base = rng.normal(1000, 50)
+            make_run(tmp_path, "ppo", "Hopper-v4", seed, base)
+            make_run(tmp_path, "ppo_wm", "Hopper-v4", seed, base + gain)
+    sets = {"A": list(range(1, 7)), "B": list(range(21, 27))}
+    report.write_report(
+        [str(tmp_path / "ppo"), str(tmp_path / "ppo_wm")],
+        str(tmp_path / "out"),
+        1_000_000,
+        ["ppo"],
+        reps=300,
+        seed_sets=sets,
+    )
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    table = summary.split("pooled over the seed sets A, B")[1]
+    (row,) = [line for line in table.splitlines() if line.startswith("| Hopper-v4 | ppo_wm |")]
+    cell = row.split("|")[-2].strip()  # @1000k
+    assert cell.startswith("0.75 [") and cell.endswith("(A 1.00, B 0.50)")
+    lo, hi = map(float, cell.split("[")[1].split("]")[0].split(", "))
+    assert lo < 0.75 < hi and lo > 0.5  # set A carries it: above 0.5, below 1
