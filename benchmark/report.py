@@ -31,7 +31,7 @@ MIN_SEEDS = 5  # fewer seeds per variant: intervals too wide to mean anything, n
 DATA = "runs.csv.gz"  # a report's run data, beside its summary.md: the report is made again from it without the runs
 RUN_FIELDS = ["run", "variant", "env_id", "seed", "batch_size", "code", "diverged_step", "diverged_nonfinite", "damage"]
 RUN_FIELDS += ["last_step"]
-ROW_FIELDS = ["global_step", "return_last100", "wall_time"]  # the progress.csv columns the report reads
+ROW_FIELDS = ["global_step", "return_last100", "wall_time", "z_drift"]  # the progress.csv columns the report reads
 
 
 class ReportError(Exception):
@@ -139,7 +139,7 @@ def write_data(runs, path):
                     r["last_step"],
                 ]
                 writer.writerows(
-                    head + [row[c] for c in ROW_FIELDS] for row in r["rows"] or [dict.fromkeys(ROW_FIELDS, "")]
+                    head + [row.get(c, "") for c in ROW_FIELDS] for row in r["rows"] or [dict.fromkeys(ROW_FIELDS, "")]
                 )
     os.replace(f"{path}.tmp", path)
 
@@ -443,6 +443,7 @@ def write_report(
             f"- {labels[v]}: " + "; ".join(f"{code} ({len(rs)} runs)" for code, rs in by_code.items())
             for v, by_code in versions.items()
         ]
+    lines += drift_section(complete, tasks, variants, labels, total_timesteps, out_dir)
     if complete:
         plot_curves(
             complete, tasks, variants, labels, total_timesteps, os.path.join(out_dir, "learning_curves.png"), reps
@@ -458,6 +459,79 @@ def write_report(
     write_data(runs, os.path.join(out_dir, DATA))
     print("\n".join(lines))
     return scores, [r for status in lists.values() for r in status]
+
+
+def spearman(x, y):
+    """Spearman's rank correlation (no ties expected among continuous values)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def drift_section(runs, tasks, variants, labels, total_timesteps, out_dir):
+    """For the world-model runs (progress.csv's z_drift): how far z moved late in the run, per seed, beside how the
+    score changed over the same steps, and the drift curves (z_drift.png). Late: after 1M steps in a longer run, else
+    the second half."""
+    start = 1_000_000 if total_timesteps > 1_000_000 else total_timesteps // 2
+    lines, curves = [], {}
+    for t in tasks:
+        for v in variants:
+            group = sorted((r for r in runs if r["env_id"] == t and r["variant"] == v), key=lambda r: r["seed"])
+            late = [
+                [float(row["z_drift"]) for row in r["rows"] if int(row["global_step"]) > start and row.get("z_drift")]
+                for r in group
+            ]
+            if not group or not all(late):
+                continue
+            drift = np.array([np.mean(d) for d in late])
+            change = np.array([float(r["rows"][-1]["return_last100"]) - score_at(r["rows"], start) for r in group])
+            per_seed = ", ".join(f"{r['seed']}: {d:.3f} / {c:+.0f}" for r, d, c in zip(group, drift, change))
+            rho = f"{spearman(drift, change):+.2f}" if len(group) >= 3 else "–"
+            lines.append(f"| {t} | {labels[v]} | {drift.mean():.3f} | {change.mean():+.0f} | {rho} | {per_seed} |")
+            curves[(t, v)] = group
+    if not lines:
+        return []
+    plot_drift(curves, labels, total_timesteps, os.path.join(out_dir, "z_drift.png"))
+    return [
+        "",
+        f"Latent drift after {start // 1000}k steps (z_drift: how far z moves per iteration for fixed inputs, relative "
+        f"to its spread; docs/world-model.md) beside the score's change from {start // 1000}k to the end:",
+        "",
+        "| task | variant | late z_drift (mean) | score change (mean) | Spearman ρ over seeds | per seed: drift / change |",
+        "|---|---|---|---|---|---|",
+        *lines,
+        "",
+        "![z drift](z_drift.png)",
+    ]
+
+
+def plot_drift(curves, labels, total_timesteps, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, total_timesteps, 101)[1:]
+    warnings.filterwarnings("ignore", "Mean of empty slice")  # grid points before a run's first logged drift
+    tasks = sorted({t for t, _ in curves})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        for (task, v), group in curves.items():
+            if task == t:
+                rows = [[row for row in r["rows"] if row.get("z_drift")] for r in group]
+                drift = [
+                    np.interp(grid, [int(x["global_step"]) for x in rs], [float(x["z_drift"]) for x in rs], left=np.nan)
+                    for rs in rows
+                ]
+                ax.plot(grid, np.nanmean(drift, 0), label=f"{labels[v]} (n={len(group)})")
+        ax.set_yscale("log")
+        ax.set_title(t)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("z_drift (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_curves(runs, tasks, variants, labels, total_timesteps, path, reps):
