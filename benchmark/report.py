@@ -227,6 +227,14 @@ def p_cell(x, y, reps):
     return f"{probability_of_improvement(x, y):.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def table_at_steps(heading, rows, checkpoints):
+    """A table with a cell per step under its heading, or nothing if it has no row (never an empty heading)."""
+    if not rows:
+        return []
+    columns = "| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints)
+    return ["", heading, "", columns, "|---|---|" + "---|" * len(checkpoints), *rows]
+
+
 def write_report(
     variant_dirs,
     out_dir,
@@ -325,17 +333,8 @@ def write_report(
             for v in variants
             if v != b and groups[(t, v)] and groups[(t, b)]
         ]
-        if rows:
-            lines += [
-                "",
-                f"P(variant > {labels[b]}) [95% CI] at each step (the scores at that step, as in @ columns):",
-                "",
-            ]
-            lines += [
-                "| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints),
-                "|---|---|" + "---|" * len(checkpoints),
-            ]
-            lines += rows
+        heading = f"P(variant > {labels[b]}) [95% CI] at each step (the scores at that step, as in @ columns):"
+        lines += table_at_steps(heading, rows, checkpoints)
     # per seed, so a result can be checked and compared seed by seed without the runs
     for step in [None] + [s for s in checkpoints[:-1] if s >= 1_000_000]:  # the end, and the lengths of shorter runs
         rows = []
@@ -372,17 +371,8 @@ def write_report(
                 )
                 cells.append(f"{pooled(*arms[0], *arms[1]):.2f} [{lo:.2f}, {hi:.2f}] ({each})")
             rows.append(f"| {t} | {labels[v]} | " + " | ".join(cells) + " |")
-        if rows:
-            lines += [
-                "",
-                f"P(variant > {labels[b]}) pooled over the seed sets {', '.join(seed_sets)} [95% CI] (each set's P):",
-                "",
-            ]
-            lines += [
-                "| task | variant |" + "".join(f" @{s // 1000}k |" for s in checkpoints),
-                "|---|---|" + "---|" * len(checkpoints),
-            ]
-            lines += rows
+        heading = f"P(variant > {labels[b]}) pooled over the seed sets {', '.join(seed_sets)} [95% CI] (each set's P):"
+        lines += table_at_steps(heading, rows, checkpoints)
     few = sorted({t for (t, v), s in scores.items() if 0 < len(s) < MIN_SEEDS})
     if few:
         lines += [
