@@ -895,3 +895,20 @@ def test_the_report_sets_late_latent_drift_beside_the_late_change_of_the_score(t
         cells[2] == "0.035" and cells[4] == "-1.00" and cells[5].startswith("1: 0.010 / -9, 2: 0.020 / -19")
     )  # from 998k: 1,999 to 1,990
     assert (tmp_path / "out" / "z_drift.png").stat().st_size > 10_000
+
+
+SHIPPED = sorted(p.parent.name for p in (ROOT / "benchmark" / "results").glob("*/runs.csv.gz"))
+
+
+@pytest.mark.parametrize("experiment", SHIPPED)
+def test_a_committed_report_is_made_again_byte_for_byte_from_its_shipped_data(experiment, tmp_path):
+    # as in a fresh clone: no run directories, only benchmark/results/<experiment>/ with its runs.csv.gz
+    committed = ROOT / "benchmark" / "results" / experiment
+    shutil.copytree(committed, tmp_path / experiment)
+    for name in ("summary.md", "learning_curves.png", "z_drift.png"):
+        (tmp_path / experiment / name).unlink(missing_ok=True)  # made again, not left over
+    argv = ["--experiment", experiment, "--report-only", "--runs-root", str(tmp_path / "no-runs")]
+    assert runner.main([*argv, "--results-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / experiment).iterdir()) == sorted(p.name for p in committed.iterdir())
+    for path in committed.iterdir():
+        assert (tmp_path / experiment / path.name).read_bytes() == path.read_bytes(), path.name
