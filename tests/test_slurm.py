@@ -58,9 +58,10 @@ def test_slurm_job_array_runs_every_run_and_aggregates(tmp_path, capsys):
 
     # the outputs aggregate like local runs, and a second submission finds nothing left to do
     assert runner.main([*common, "--report-only"]) == 0
-    extra = TINY_EXTRA.split()  # runs with extra flags have their own pools and report (runner.pool_name)
-    summary = (tmp_path / "results" / runner.pool_name("E1", extra, 256) / "summary.md").read_text()
+    # other seeds, tasks, steps and flags than E1's: the report's folder says so; variants are named as given
+    folder = runner.report_folder("E1", [], [1, 2], ["Hopper-v4"], 256, TINY_EXTRA.split())
+    summary = (tmp_path / "results" / folder / "summary.md").read_text()
     for variant in ("ppo", "ppo_wm", "ppo_wm_aux"):
-        assert f"| Hopper-v4 | {runner.pool_name(variant, extra, 256)} | 2 |" in summary
+        assert f"| Hopper-v4 | {variant} | 2 |" in summary
     assert runner.main([*common, "--slurm"]) == 0
     assert "all runs already finished" in capsys.readouterr().out
