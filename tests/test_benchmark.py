@@ -912,3 +912,13 @@ def test_a_committed_report_is_made_again_byte_for_byte_from_its_shipped_data(ex
     assert sorted(p.name for p in (tmp_path / experiment).iterdir()) == sorted(p.name for p in committed.iterdir())
     for path in committed.iterdir():
         assert (tmp_path / experiment / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_seed_sets_name_the_seeds_of_a_run_and_a_bad_one_is_one_line(tmp_path, capsys):
+    argv = ["--experiment", "pool", "--variants", "ppo", "ppo_wm", "--env-ids", "Hopper-v4", "--dry-run"]
+    assert runner.main([*argv, "--seed-sets", "A=1-2", "B=21-22", "--runs-root", str(tmp_path)]) == 0
+    seeds = [line.split("--seed ")[1].split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(set(seeds), key=int) == ["1", "2", "21", "22"]
+    with pytest.raises(SystemExit) as e:
+        runner.main([*argv, "--seed-sets", "A:1-10"])
+    assert e.value.code == 2 and "--seed-sets A:1-10: give NAME=FIRST-LAST" in capsys.readouterr().err
