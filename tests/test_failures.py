@@ -133,7 +133,7 @@ def test_failed_writes_of_progress_and_video_are_one_line(tmp_path, finished_run
     line = one_error_line(capsys.readouterr().err, f"ppo_continuous.py: error: cannot write {run_dir}/progress.csv (")
     assert "is intact" in line
     (run_dir / "videos").write_text("a file where the videos folder goes")
-    argv = ["--eval-checkpoint", str(run_dir / "best.pt"), "--eval-episodes", "1", "--capture-video"]
+    argv = ["--eval-checkpoint", str(run_dir / "best.pt"), "--eval-episodes", "2", "--capture-video"]
     assert script("ppo_continuous").main(argv) == 4
     one_error_line(capsys.readouterr().err, f"ppo_continuous.py: error: cannot write {run_dir}/videos (")  # the file
 

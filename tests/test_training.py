@@ -175,7 +175,7 @@ def test_video_and_snapshots_headless(tmp_path):
     )
     assert (
         script("ppo_wm_aux").main(
-            ["--eval-checkpoint", str(run_dir / "best.pt"), "--eval-episodes", "1", "--capture-video"]
+            ["--eval-checkpoint", str(run_dir / "best.pt"), "--eval-episodes", "2", "--capture-video"]
         )
         == 0
     )
