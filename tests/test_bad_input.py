@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import BATCH, ROOT, TINY, script
+from conftest import ROOT, TINY, script
 
 pytestmark = pytest.mark.quick  # the scripts' contract: python -m pytest -q -m quick
 
