@@ -900,6 +900,15 @@ def test_the_report_sets_late_latent_drift_beside_the_late_change_of_the_score(t
 SHIPPED = sorted(p.parent.name for p in (ROOT / "benchmark" / "results").glob("*/runs.csv.gz"))
 
 
+def test_at_least_two_experiments_ship_their_run_data():
+    # the regeneration test below is only as strong as what ships: an empty SHIPPED would skip it silently
+    assert len(SHIPPED) >= 2, SHIPPED
+    index = (ROOT / "benchmark" / "results" / "README.md").read_text().splitlines()
+    for experiment in SHIPPED:  # the index's row for it says its data ships
+        row = [line for line in index if line.startswith(f"| [{experiment}/]({experiment}/summary.md)")]
+        assert len(row) == 1 and row[0].endswith(" KB) |") and "| ships (" in row[0], experiment
+
+
 @pytest.mark.parametrize("experiment", SHIPPED)
 def test_a_committed_report_is_made_again_byte_for_byte_from_its_shipped_data(experiment, tmp_path):
     # as in a fresh clone: no run directories, only benchmark/results/<experiment>/ with its runs.csv.gz
