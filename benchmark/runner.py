@@ -436,7 +436,7 @@ def run_local(runs, workers, logs_dir, reuse_changed_scripts=False):
     print(f"{len(runs)} runs: {len(ended)} already finished, {len(todo)} to run on {workers} workers", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     running, held, failed, done, start, last_report, last_retry = [], [], [], len(ended), time.time(), 0.0, 0.0
-    durations = []  # seconds of each run that ended in this session: the estimate of the time left
+    durations = []  # seconds of each run that started and ended in this session: the estimate of the time left
     # Ctrl-C or a kill stops the runs, never orphans them: each run gets SIGTERM, checkpoints at the end of its iteration
     # and exits; rerunning the same command resumes them. Set explicitly: a runner started with & inherits SIGINT ignored.
     stop_signal, forwarded, stopped, said_held = [], 0, 0, set()
@@ -499,7 +499,7 @@ def run_local(runs, workers, logs_dir, reuse_changed_scripts=False):
                     log.close()
                     if proc.returncode in (0, 3):
                         done += 1
-                        durations.append(time.time() - started)
+                        durations += [time.time() - started] if "--resume" not in cmd else []  # whole runs only
                         diverged += [(run, run_state(run, reuse_changed_scripts)[1])] if proc.returncode == 3 else []
                     elif not stop_signal:
                         failed.append((cmd, f"log: {log_path}", proc.returncode))
