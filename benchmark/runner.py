@@ -28,7 +28,7 @@ never disappears: the others finish, then each failed command is printed with it
 runner passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at
 once), none is left running, and the same command resumes them.
 
-The report goes to benchmark/results/<experiment>/ for E1-E8 and beside the runs (<runs-root>/reports/) for a new
+The report goes to benchmark/results/<experiment>/ for E1-E9 and beside the runs (<runs-root>/reports/) for a new
 experiment; it never replaces a report of more runs unless --force. Exit codes: 0 done, 1 a run failed, 2 bad input or
 a refusal (nothing written), 3 a run diverged, 128+N stopped by signal N.
 """
@@ -102,7 +102,10 @@ EXPERIMENTS = {
     # E8: does plain ppo_wm fall behind PPO late while the slow target (alone or with the other options) keeps it
     # improving, as E7's added arm suggested? Seeds fresh to that question; z_drift logged to test the mechanism
     "E8": (["ppo", "ppo_wm", "ppo_wm_target0.01", "ppo_wm_mrq_ema"], ["Hopper-v4"], list(range(21, 31)), 3_000_000),
+    # E9: one verdict for Hopper at 1M over E5's and E6's seed sets (20 seeds; E5-screen's 11-15 chose, so excluded)
+    "E9": (["ppo", "ppo_wm", "ppo_wm_mrq_ema"], ["Hopper-v4"], SEEDS + list(range(21, 31))),
 }
+SEED_SETS = {"E9": {"E5": SEEDS, "E6": list(range(21, 31))}}  # an experiment pooled over seed sets: P per set too
 STEPS = 1_000_000  # an experiment's steps per run unless it names its own
 # the report gives the probability of improvement over each baseline; the first variant's by default
 BASELINES = {"E5": ["ppo", "ppo_wm"], "E5-ant": ["ppo", "ppo_wm"], "E6": ["ppo_wm", "ppo"], "E8": ["ppo", "ppo_wm"]}
@@ -668,6 +671,8 @@ def run_experiment(argv):
         if not (name and first.isdigit() and (last or first).isdigit()):
             parser.error(f"--seed-sets {spec}: give NAME=FIRST-LAST, e.g. E6=21-30")
         seed_sets[name] = list(range(int(first), int(last or first) + 1))
+    if not (seed_sets or args.seeds):
+        seed_sets = SEED_SETS.get(args.experiment, {})
     args.seeds = args.seeds or sorted({seed for seeds in seed_sets.values() for seed in seeds}) or default_seeds
     args.total_timesteps = args.total_timesteps or default_steps
     args.runs_root = os.path.abspath(args.runs_root)  # relative to the caller's directory, for runs, logs and report

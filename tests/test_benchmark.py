@@ -928,6 +928,12 @@ def test_seed_sets_name_the_seeds_of_a_run_and_a_bad_one_is_one_line(tmp_path, c
     assert runner.main([*argv, "--seed-sets", "A=1-2", "B=21-22", "--runs-root", str(tmp_path)]) == 0
     seeds = [line.split("--seed ")[1].split()[0] for line in capsys.readouterr().out.splitlines()]
     assert sorted(set(seeds), key=int) == ["1", "2", "21", "22"]
+    assert runner.main(["--experiment", "E9", "--dry-run", "--runs-root", str(tmp_path)]) == 0  # its own seed sets
+    commands = capsys.readouterr().out.splitlines()
+    seeds = sorted({int(line.split("--seed ")[1].split()[0]) for line in commands})
+    assert (
+        len(commands) == 60 and seeds == [*range(1, 11), *range(21, 31)] and runner.SEED_SETS["E9"]["E6"] == seeds[10:]
+    )
     with pytest.raises(SystemExit) as e:
         runner.main([*argv, "--seed-sets", "A:1-10"])
     assert e.value.code == 2 and "--seed-sets A:1-10: give NAME=FIRST-LAST" in capsys.readouterr().err
