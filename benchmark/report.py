@@ -480,7 +480,7 @@ def drift_section(runs, tasks, variants, labels, total_timesteps, out_dir):
             curves[(t, v)] = group
     if not lines:
         return []
-    plot_drift(curves, labels, total_timesteps, os.path.join(out_dir, "z_drift.png"))
+    plot_drift(curves, labels, variants, total_timesteps, os.path.join(out_dir, "z_drift.png"))
     return [
         "",
         f"Latent drift after {start // 1000}k steps (z_drift: how far z moves per iteration for fixed inputs, relative "
@@ -494,7 +494,7 @@ def drift_section(runs, tasks, variants, labels, total_timesteps, out_dir):
     ]
 
 
-def plot_drift(curves, labels, total_timesteps, path):
+def plot_drift(curves, labels, variants, total_timesteps, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -512,7 +512,8 @@ def plot_drift(curves, labels, total_timesteps, path):
                     np.interp(grid, [int(x["global_step"]) for x in rs], [float(x["z_drift"]) for x in rs], left=np.nan)
                     for rs in rows
                 ]
-                ax.plot(grid, np.nanmean(drift, 0), label=f"{labels[v]} (n={len(group)})")
+                color = f"C{variants.index(v) % 10}"  # as in learning_curves.png
+                ax.plot(grid, np.nanmean(drift, 0), color=color, label=f"{labels[v]} (n={len(group)})")
         ax.set_yscale("log")
         ax.set_title(t)
         ax.set_xlabel("environment steps")
@@ -543,8 +544,11 @@ def plot_curves(runs, tasks, variants, labels, total_timesteps, path, reps):
             boots = np.array(
                 [np.nanmean(curves[rng.integers(0, len(curves), len(curves))], 0) for _ in range(min(reps, 500))]
             )
-            ax.plot(grid, mean, label=f"{labels[v]} (n={len(curves)})")
-            ax.fill_between(grid, np.nanquantile(boots, 0.025, 0), np.nanquantile(boots, 0.975, 0), alpha=0.2)
+            color = f"C{variants.index(v) % 10}"  # a variant keeps its colour in every figure of the report
+            ax.plot(grid, mean, color=color, label=f"{labels[v]} (n={len(curves)})")
+            ax.fill_between(
+                grid, np.nanquantile(boots, 0.025, 0), np.nanquantile(boots, 0.975, 0), facecolor=color, alpha=0.2
+            )
         ax.set_title(t)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("return (last 100 episodes)")
