@@ -31,7 +31,8 @@ MIN_SEEDS = 5  # fewer seeds per variant: intervals too wide to mean anything, n
 DATA = "runs.csv.gz"  # a report's run data, beside its summary.md: the report is made again from it without the runs
 RUN_FIELDS = ["run", "variant", "env_id", "seed", "batch_size", "code", "diverged_step", "diverged_nonfinite", "damage"]
 RUN_FIELDS += ["last_step"]
-ROW_FIELDS = ["global_step", "return_last100", "wall_time", "z_drift"]  # the progress.csv columns the report reads
+# the progress.csv columns the report reads
+ROW_FIELDS = ["global_step", "return_last100", "wall_time", "z_drift", "z_effective_rank"]
 
 
 class ReportError(Exception):
@@ -164,7 +165,7 @@ def read_data(path):
                     "rows": [],
                 }
             if line["global_step"]:
-                runs[line["run"]]["rows"].append({c: line[c] for c in ROW_FIELDS})
+                runs[line["run"]]["rows"].append({c: line.get(c, "") for c in ROW_FIELDS})
     return list(runs.values())
 
 
@@ -458,36 +459,47 @@ def spearman(x, y):
 
 
 def drift_section(runs, tasks, variants, labels, total_timesteps, out_dir):
-    """For the world-model runs (progress.csv's z_drift): how far z moved late in the run, per seed, beside how the
-    score changed over the same steps, and the drift curves (z_drift.png). Late: after 1M steps in a longer run, else
-    the second half."""
+    """For the world-model runs (progress.csv's z_drift): how far z moved late in the run and how many directions it
+    used (z_effective_rank), per seed, beside how the score changed over the same steps, and the drift curves
+    (z_drift.png). Late: after 1M steps in a longer run, else the second half."""
     start = 1_000_000 if total_timesteps > 1_000_000 else total_timesteps // 2
     lines, curves = [], {}
     for t in tasks:
         for v in variants:
             group = sorted((r for r in runs if r["env_id"] == t and r["variant"] == v), key=lambda r: r["seed"])
-            late = [
-                [float(row["z_drift"]) for row in r["rows"] if int(row["global_step"]) > start and row.get("z_drift")]
-                for r in group
-            ]
-            if not group or not all(late):
+            late = {
+                key: [
+                    [float(row[key]) for row in r["rows"] if int(row["global_step"]) > start and row.get(key)]
+                    for r in group
+                ]
+                for key in ("z_drift", "z_effective_rank")
+            }
+            if not group or not all(late["z_drift"]) or not all(late["z_effective_rank"]):
                 continue
-            drift = np.array([np.mean(d) for d in late])
+            drift = np.array([np.mean(d) for d in late["z_drift"]])
+            rank = np.array([np.mean(k) for k in late["z_effective_rank"]])
             change = np.array([float(r["rows"][-1]["return_last100"]) - score_at(r["rows"], start) for r in group])
-            per_seed = ", ".join(f"{r['seed']}: {d:.3f} / {c:+.0f}" for r, d, c in zip(group, drift, change))
-            rho = f"{spearman(drift, change):+.2f}" if len(group) >= 3 else "–"
-            lines.append(f"| {t} | {labels[v]} | {drift.mean():.3f} | {change.mean():+.0f} | {rho} | {per_seed} |")
+            per_seed = ", ".join(
+                f"{r['seed']}: {d:.3f} / {k:.1f} / {c:+.0f}" for r, d, k, c in zip(group, drift, rank, change)
+            )
+            rho = [f"{spearman(x, change):+.2f}" if len(group) >= 3 else "–" for x in (drift, rank)]
+            lines.append(
+                f"| {t} | {labels[v]} | {drift.mean():.3f} | {rank.mean():.1f} | {change.mean():+.0f} | {rho[0]} | {rho[1]} "
+                f"| {per_seed} |"
+            )
             curves[(t, v)] = group
     if not lines:
         return []
     plot_drift(curves, labels, variants, total_timesteps, os.path.join(out_dir, "z_drift.png"))
     return [
         "",
-        f"Latent drift after {start // 1000}k steps (z_drift: how far z moves per iteration for fixed inputs, relative "
-        f"to its spread; docs/world-model.md) beside the score's change from {start // 1000}k to the end:",
+        f"The latent after {start // 1000}k steps (z_drift: how far z moves per iteration for fixed inputs, relative "
+        "to its spread; z_effective_rank: how many directions z uses; docs/world-model.md) beside the score's change "
+        f"from {start // 1000}k to the end, with Spearman's ρ over seeds between each and the change:",
         "",
-        "| task | variant | late z_drift (mean) | score change (mean) | Spearman ρ over seeds | per seed: drift / change |",
-        "|---|---|---|---|---|---|",
+        "| task | variant | late z_drift (mean) | late z_effective_rank (mean) | score change (mean) | ρ (drift, change) "
+        "| ρ (rank, change) | per seed: drift / rank / change |",
+        "|---|---|---|---|---|---|---|---|",
         *lines,
         "",
         "![z drift](z_drift.png)",

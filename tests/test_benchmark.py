@@ -870,8 +870,9 @@ def test_a_comparison_pooled_over_seed_sets_gives_each_sets_p_and_their_stratifi
     assert lo < 0.75 < hi and lo > 0.5  # set A carries it: above 0.5, below 1
 
 
-def test_the_report_sets_late_latent_drift_beside_the_late_change_of_the_score(tmp_path):
-    # synthetic world-model runs whose z keeps moving late exactly where their score falls: rho = -1
+def test_the_report_sets_late_latent_drift_and_rank_beside_the_late_change_of_the_score(tmp_path):
+    # synthetic world-model runs whose z keeps moving late exactly where their score falls (rho -1) and uses fewer
+    # directions the more it moves (rank against change: rho +1)
     for seed in range(1, 7):
         drift = 0.01 * seed
         run_dir = make_run(tmp_path, "ppo_wm", "Hopper-v4", seed, 2000.0, steps=3_000_000, rise=1_000_000)
@@ -880,6 +881,7 @@ def test_the_report_sets_late_latent_drift_beside_the_late_change_of_the_score(t
         for row in rows:
             step = int(row["global_step"])
             row["z_drift"] = drift if step > 1_000_000 else 0.5
+            row["z_effective_rank"] = 16 - 100 * drift if step > 1_000_000 else 30
             row["return_last100"] = (
                 float(row["return_last100"]) - (step > 1_000_000) * 1000 * drift * (step - 1e6) / 2e6
             )
@@ -889,11 +891,10 @@ def test_the_report_sets_late_latent_drift_beside_the_late_change_of_the_score(t
             writer.writerows(rows)
     report.write_report([str(tmp_path / "ppo_wm")], str(tmp_path / "out"), 3_000_000, ["ppo_wm"], reps=100)
     summary = (tmp_path / "out" / "summary.md").read_text()
-    (row,) = [line for line in summary.split("Latent drift after 1000k")[1].splitlines() if "| ppo_wm |" in line]
+    (row,) = [line for line in summary.split("The latent after 1000k")[1].splitlines() if "| ppo_wm |" in line]
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert (
-        cells[2] == "0.035" and cells[4] == "-1.00" and cells[5].startswith("1: 0.010 / -9, 2: 0.020 / -19")
-    )  # from 998k: 1,999 to 1,990
+    assert cells[2:7] == ["0.035", "12.5", "-34", "-1.00", "+1.00"]  # rank 16 - 100 * drift: 15 down to 10
+    assert cells[7].startswith("1: 0.010 / 15.0 / -9, 2: 0.020 / 14.0 / -19")  # from 998k: 1,999 to 1,990
     assert (tmp_path / "out" / "z_drift.png").stat().st_size > 10_000
 
 
