@@ -108,7 +108,13 @@ EXPERIMENTS = {
 SEED_SETS = {"E9": {"E5": SEEDS, "E6": list(range(21, 31))}}  # an experiment pooled over seed sets: P per set too
 STEPS = 1_000_000  # an experiment's steps per run unless it names its own
 # the report gives the probability of improvement over each baseline; the first variant's by default
-BASELINES = {"E5": ["ppo", "ppo_wm"], "E5-ant": ["ppo", "ppo_wm"], "E6": ["ppo_wm", "ppo"], "E8": ["ppo", "ppo_wm"]}
+BASELINES = {
+    "E5": ["ppo", "ppo_wm"],
+    "E5-ant": ["ppo", "ppo_wm"],
+    "E6": ["ppo_wm", "ppo"],
+    "E8": ["ppo", "ppo_wm"],
+    "E9": ["ppo", "ppo_wm"],
+}
 
 
 def experiment_defaults(name):
