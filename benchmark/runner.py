@@ -28,7 +28,7 @@ never disappears: the others finish, then each failed command is printed with it
 runner passes the signal on: the runs checkpoint at the end of their iteration and exit (a second signal stops them at
 once), none is left running, and the same command resumes them.
 
-The report goes to benchmark/results/<experiment>/ for E1-E9 and beside the runs (<runs-root>/reports/) for a new
+The report goes to benchmark/results/<experiment>/ for E1-E10 and beside the runs (<runs-root>/reports/) for a new
 experiment; it never replaces a report of more runs unless --force. Exit codes: 0 done, 1 a run failed, 2 bad input or
 a refusal (nothing written), 3 a run diverged, 128+N stopped by signal N.
 """
@@ -104,6 +104,8 @@ EXPERIMENTS = {
     "E8": (["ppo", "ppo_wm", "ppo_wm_target0.01", "ppo_wm_mrq_ema"], ["Hopper-v4"], list(range(21, 31)), 3_000_000),
     # E9: one verdict for Hopper at 1M over E5's and E6's seed sets (20 seeds; E5-screen's 11-15 chose, so excluded)
     "E9": (["ppo", "ppo_wm", "ppo_wm_mrq_ema"], ["Hopper-v4"], SEEDS + list(range(21, 31))),
+    # E10: the README's table from runs that ship: the scripts and E5's option set on four tasks, seeds 1-10
+    "E10": (["ppo", "ppo_wm", "ppo_wm_aux", "ppo_wm_mrq_ema"], [*TASKS, "Ant-v4"], SEEDS),
 }
 SEED_SETS = {"E9": {"E5": SEEDS, "E6": list(range(21, 31))}}  # an experiment pooled over seed sets: P per set too
 STEPS = 1_000_000  # an experiment's steps per run unless it names its own
@@ -114,6 +116,7 @@ BASELINES = {
     "E6": ["ppo_wm", "ppo"],
     "E8": ["ppo", "ppo_wm"],
     "E9": ["ppo", "ppo_wm"],
+    "E10": ["ppo", "ppo_wm"],
 }
 
 

@@ -938,3 +938,16 @@ def test_seed_sets_name_the_seeds_of_a_run_and_a_bad_one_is_one_line(tmp_path, c
     with pytest.raises(SystemExit) as e:
         runner.main([*argv, "--seed-sets", "A:1-10"])
     assert e.value.code == 2 and "--seed-sets A:1-10: give NAME=FIRST-LAST" in capsys.readouterr().err
+
+
+def test_e10_plans_the_four_scripts_on_four_tasks_and_ten_seeds(tmp_path, capsys):
+    assert runner.main(["--experiment", "E10", "--dry-run", "--runs-root", str(tmp_path)]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    runs = {
+        tuple(line.split(f" {flag} ")[1].split()[0] for flag in ("--env-id", "--exp-name", "--seed"))
+        for line in commands
+    }
+    tasks = {"Walker2d-v4", "Hopper-v4", "HalfCheetah-v4", "Ant-v4"}
+    variants = {"ppo", "ppo_wm", "ppo_wm_aux", "ppo_wm_mrq_ema"}
+    assert len(commands) == 160 and runs == {(t, v, str(s)) for t in tasks for v in variants for s in range(1, 11)}
+    assert runner.BASELINES["E10"] == ["ppo", "ppo_wm"]
