@@ -222,6 +222,15 @@ def policy_input(obs, encoder):
         return torch.cat([obs, encoder(obs)], -1)
 
 
+def make_agent(obs_dim, act_dim, args, device="cpu"):
+    """The networks that act, named as the checkpoint saves them, and the deterministic policy that is evaluated: one
+    function for training and --eval-checkpoint. The policy takes a step's normalized observations and the mask of the
+    envs whose episode starts there, where state kept through an episode restarts (docs/extending.md)."""
+    agent = Agent(obs_dim + args.z_dim, act_dim).to(device)
+    encoder = Encoder(obs_dim, args.z_dim).to(device)
+    return {"agent": agent, "encoder": encoder}, lambda obs, starts: agent.actor_mean(policy_input(obs, encoder))
+
+
 def compute_gae(rewards, values, next_values, terminations, dones, args):
     """GAE over a (num_steps, num_envs) rollout. next_values[t] is V of transition t's true next state: a truncated
     episode bootstraps from its final observation, a terminated one does not, and the sum stops at any end."""
@@ -273,18 +282,17 @@ def train(args, given):
     env_groups = make_envs(args.env_id, args.num_envs, args.num_env_threads)
     obs_space, action_space = env_groups[0].single_observation_space, env_groups[0].single_action_space
     obs_dim, act_dim = obs_space.shape[0], action_space.shape[0]
-    agent = Agent(obs_dim + args.z_dim, act_dim).to(device)
+    acting, policy = make_agent(obs_dim, act_dim, args, device)  # policy: the deterministic one, evaluated
+    agent, encoder = acting["agent"], acting["encoder"]
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type == "cpu")
-    encoder = Encoder(obs_dim, args.z_dim).to(device)
     dynamics = Dynamics(args.z_dim, act_dim, obs_dim, reward_head=args.wm_reward_weight > 0).to(device)
     target_encoder = copy.deepcopy(encoder).requires_grad_(False) if args.wm_target_tau < 1 else None
     action_low, action_high = (torch.as_tensor(bound, device=device) for bound in (action_space.low, action_space.high))
     wm_params = list(encoder.parameters()) + list(dynamics.parameters())
     wm_optimizer = torch.optim.Adam(wm_params, lr=args.wm_learning_rate, fused=device.type == "cpu")
-    policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
     normalizer = Normalizer(obs_space.shape, args.num_envs, args.gamma)
-    parts = {"agent": agent, "optimizer": optimizer, "normalizer": normalizer}  # what a checkpoint saves
-    parts |= {"encoder": encoder, "dynamics": dynamics, "wm_optimizer": wm_optimizer}
+    parts = acting | {"optimizer": optimizer, "normalizer": normalizer}  # what a checkpoint saves
+    parts |= {"dynamics": dynamics, "wm_optimizer": wm_optimizer}
     parts |= {"target_encoder": target_encoder} if target_encoder else {}
     run = Run(args, ckpt, run_dir, parts)  # restores parts and counters on resume; opens the run's files and logs
     if run.finished:
@@ -600,7 +608,7 @@ def restore_state(ckpt, parts, rng=True):
 
 
 def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
-    """Raw returns of args.eval_episodes parallel episodes of policy (normalized obs -> mean action). With a name,
+    """Raw returns of args.eval_episodes parallel episodes of policy (make_agent's). With a name,
     env 0 is rendered to out_dir/videos/<name>.mp4 and out_dir/snapshots/<name>/ (--capture-video, --save-snapshot)."""
     video = os.path.join(out_dir, "videos", f"{name}.mp4") if name and args.capture_video else None
     snapshots = os.path.join(out_dir, "snapshots", name) if name and args.save_snapshot else None
@@ -611,9 +619,10 @@ def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
     # a video frame every few steps, about 30 frames/s: rendering is the slow part (a quarter of it at 125 Hz)
     frame_every = max(1, round(envs.metadata.get("render_fps", 30) / 30))
     returns, finished, frames, t = np.zeros(args.eval_episodes), np.zeros(args.eval_episodes, dtype=bool), [], 0
+    starts = torch.ones(args.eval_episodes, dtype=torch.bool, device=device)  # every episode starts at the reset
     while not finished.all():
         with torch.no_grad():
-            action = policy(torch.from_numpy(normalizer.obs(obs, update=False)).to(device)).cpu().numpy()
+            action = policy(torch.from_numpy(normalizer.obs(obs, update=False)).to(device), starts).cpu().numpy()
         snapshot_now = snapshots is not None and not finished[0] and t % args.snapshot_interval == 0
         if snapshot_now or (video is not None and not finished[0] and t % frame_every == 0):
             frame = envs.envs[0].render()
@@ -629,6 +638,7 @@ def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
                     json.dump(meta | {"info_keys": sorted(k for k in info if not k.startswith("_"))}, f)
         returns += reward * ~finished
         finished |= terminations | truncations
+        starts = torch.from_numpy(terminations | truncations).to(device)  # same-step autoreset: obs starts the next
         t += 1
     envs.close()
     if video is not None:
@@ -873,16 +883,16 @@ def run_eval_checkpoint(args, given):
     ckpt = load_checkpoint(args.eval_checkpoint, env_id=args.env_id if "--env-id" in given else None)
     env = gym.make(ckpt["args"]["env_id"])
     obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
-    agent = Agent(obs_shape[0] + ckpt["args"]["z_dim"], act_dim)
-    encoder = Encoder(obs_shape[0], ckpt["args"]["z_dim"])
+    acting, policy = make_agent(obs_shape[0], act_dim, Args(**ckpt["args"]))
     normalizer = Normalizer(obs_shape, 1, ckpt["args"]["gamma"])
-    restore_state(ckpt, {"agent": agent, "encoder": encoder, "normalizer": normalizer}, rng=False)
-    policy = lambda x: agent.actor_mean(policy_input(x, encoder))  # noqa: E731
+    restore_state(ckpt, acting | {"normalizer": normalizer}, rng=False)
     args.env_id, seed = ckpt["args"]["env_id"], ckpt["counters"]["eval_seed"]
     out_dir, name = os.path.split(os.path.abspath(args.eval_checkpoint))
-    returns = evaluate(policy, normalizer, args, seed, "cpu", out_dir, f"eval-{name[: -len('.pt')]}")
+    returns = evaluate(policy, normalizer, args, seed, "cpu", out_dir, name := f"eval-{name[: -len('.pt')]}")
     for i, r in enumerate(returns):
         print(f"episode {i}: return {r:.2f}")
+    if args.capture_video:
+        print(f"video: {os.path.join(out_dir, 'videos', name + '.mp4')}")
     print(f"eval_return_mean={returns.mean():.6f} eval_return_std={returns.std():.6f}")
     return 0
 

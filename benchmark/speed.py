@@ -183,9 +183,24 @@ def take_turns(commands, slices, counter_index=None, counter_path=None):
     return results
 
 
+MIN_ITERATIONS = 10  # a 10th percentile of iteration times needs at least 10 of them
+
+
 def undisturbed_iteration_ms(rows, columns=("rollout_time", "update_time")):
-    """10th percentile over a run's iterations of the sum of these progress.csv columns, in ms (at least 2 rows)."""
-    return 1000 * statistics.quantiles([sum(float(r[c]) for c in columns) for r in rows], n=10)[0]
+    """10th percentile over a run's iterations of the sum of these progress.csv columns, in ms (inclusive: it lies
+    between two measured times, never outside them)."""
+    times = [sum(float(r[c]) for c in columns) for r in rows]
+    return 1000 * statistics.quantiles(times, n=10, method="inclusive")[0]
+
+
+def batch_of(flags):
+    """Steps per iteration that these flags give a script: --num-envs x --num-steps (the last given; defaults 16, 128)."""
+    values = {"--num-envs": 16, "--num-steps": 128}
+    for i, flag in enumerate(flags):
+        name, _, value = flag.partition("=")
+        if name in values and (value or i + 1 < len(flags)) and (value or flags[i + 1]).isdigit():
+            values[name] = int(value or flags[i + 1])  # a malformed value is the script's to refuse
+    return values["--num-envs"] * values["--num-steps"]
 
 
 def median_and_range(values):
@@ -224,6 +239,14 @@ def main():
 
     if args.steps < 1 or args.repeats < 1 or args.slice <= 0 or args.raw_slice <= 0 or args.raw_num_envs < 1:
         parser.error("--steps, --repeats and --raw-num-envs must be at least 1, --slice and --raw-slice positive")
+    batch = max(batch_of(args.extra.split()), batch_of((args.extra + " " + args.variant_extra).split()))
+    if args.steps < MIN_ITERATIONS * batch:
+        minimum = f"at least {MIN_ITERATIONS * batch:,} ({MIN_ITERATIONS} iterations of {batch:,} steps)"
+        print(
+            f"speed.py: error: --steps {args.steps:,} is too few to measure an iteration's time: {minimum}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     script_paths = {}  # name -> path: a built-in name, or NAME=SCRIPT.py (a copied script)
     for spec in args.scripts:
         name, copied, path = spec.partition("=")

@@ -552,7 +552,7 @@ def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monke
     import speed
 
     out = tmp_path / "speed.md"
-    monkeypatch.setattr(sys, "argv", speed_argv(2048, "ppo_continuous", "ppo_wm", extra=["--out", str(out)]))
+    monkeypatch.setattr(sys, "argv", speed_argv(2560, "ppo_continuous", "ppo_wm", extra=["--out", str(out)]))
     speed.main()
     report = capsys.readouterr().out
     rows = {
@@ -567,6 +567,25 @@ def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monke
     assert out.read_text().strip() == report.strip()
 
 
+def test_speed_refuses_too_few_steps_and_its_percentiles_stay_within_the_times(monkeypatch, capsys):
+    import speed
+
+    for steps, minimum in [(2048, "2,560 (10 iterations of 256 steps)"), (1, "2,560")]:
+        monkeypatch.setattr(sys, "argv", speed_argv(steps, "ppo_continuous"))
+        with pytest.raises(SystemExit) as e:
+            speed.main()
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and f"at least {minimum}" in err
+    monkeypatch.setattr(sys, "argv", [*speed_argv(4096, "ppo_continuous"), "--variant-extra", "--num-steps 1024"])
+    with pytest.raises(SystemExit) as e:  # the variant's flags make a larger batch: 10 of those
+        speed.main()
+    assert e.value.code == 2 and "at least 40,960" in capsys.readouterr().err
+    # two iterations, one with a long update: the 10th percentile is between them, never below the shortest
+    rows = [{"rollout_time": "4.9", "update_time": "0.01"}, {"rollout_time": "0.02", "update_time": "2.5"}]
+    assert 10 <= speed.undisturbed_iteration_ms(rows, ["update_time"]) <= 2500
+    assert 2520 <= speed.undisturbed_iteration_ms(rows) <= 4910
+
+
 def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypatch, capsys):
     import speed
 
@@ -575,7 +594,7 @@ def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypat
     monkeypatch.setattr(
         speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k)
     )
-    argv = speed_argv(512, "ppo_continuous", "ppo_wm", extra=["--variant-extra", "--clip-coef 0.3"])
+    argv = speed_argv(2560, "ppo_continuous", "ppo_wm", extra=["--variant-extra", "--clip-coef 0.3"])
     monkeypatch.setattr(sys, "argv", argv)
     speed.main()
     report = capsys.readouterr().out
@@ -801,7 +820,7 @@ def test_speed_pairs_and_reference_run_the_runners_mode_beside_another_checkout(
         return results[-len(cmds) :]
 
     monkeypatch.setattr(speed, "take_turns", recording_take_turns)
-    argv = speed_argv(512, "ppo_wm")
+    argv = speed_argv(2560, "ppo_wm")
     monkeypatch.setattr(sys, "argv", [*argv, "--pairs", "--reference", str(ROOT)])
     speed.main()
     report = capsys.readouterr().out
@@ -819,7 +838,7 @@ def test_speed_pairs_and_reference_run_the_runners_mode_beside_another_checkout(
     for label, cmd in zip(["ppo_wm", "ppo_wm @reference"], pairs):
         assert cmd[2].count("--num-env-threads 1") == 2 and "--seed 1 " in cmd[2] and "--seed 2 " in cmd[2]
         active = results[commands.index(cmd)]["active"]
-        assert float(rows[label].replace(",", "")) == pytest.approx(2 * 512 / active, rel=0.01)
+        assert rows[label] == f"{2 * 2560 / active:,.0f}"  # the table's rate is this, rounded
     monkeypatch.setattr(sys, "argv", [*argv, "--reference", str(tmp_path)])  # a checkout without the script
     with pytest.raises(SystemExit) as e:
         speed.main()

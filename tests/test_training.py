@@ -129,15 +129,15 @@ def test_eval_checkpoint_matches_training_evaluation_with_frozen_statistics(name
 def test_evaluation_does_not_update_statistics_and_depends_on_them(finished_runs):
     mod = script("ppo_continuous")
     ckpt = mod.load_checkpoint(str(finished_runs["ppo_continuous"] / "checkpoint.pt"))
-    agent = mod.Agent(11, 3)
+    acting, policy = mod.make_agent(11, 3, mod.Args())
     norm = mod.Normalizer((11,), 1, 0.99)
-    mod.restore_state(ckpt, {"agent": agent, "normalizer": norm}, rng=False)
+    mod.restore_state(ckpt, acting | {"normalizer": norm}, rng=False)
     mean_before = norm.obs_rms.mean.copy()
     args = mod.Args(env_id="Hopper-v4", eval_episodes=2)
-    frozen = mod.evaluate(agent.actor_mean, norm, args, 123, torch.device("cpu"))
+    frozen = mod.evaluate(policy, norm, args, 123, torch.device("cpu"))
     assert (norm.obs_rms.mean == mean_before).all() and norm.obs_rms.count == ckpt["normalizer"]["obs_rms"]["count"]
-    fresh = mod.evaluate(agent.actor_mean, mod.Normalizer((11,), 1, 0.99), args, 123, torch.device("cpu"))
-    assert (frozen == mod.evaluate(agent.actor_mean, norm, args, 123, torch.device("cpu"))).all()
+    fresh = mod.evaluate(policy, mod.Normalizer((11,), 1, 0.99), args, 123, torch.device("cpu"))
+    assert (frozen == mod.evaluate(policy, norm, args, 123, torch.device("cpu"))).all()
     assert not (frozen == fresh).all()  # without the saved statistics the agent acts differently
 
 
