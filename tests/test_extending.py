@@ -59,18 +59,21 @@ def run(script, runs_dir, *flags):
     return read_progress(run_dir)
 
 
-def test_the_worked_example_runs_logs_its_term_and_at_weight_zero_is_ppo_wm(tmp_path):
-    my_wm = tmp_path / "my_wm.py"
-    make_my_wm(my_wm)
-    baseline = run(ROOT / "ppo_wm.py", tmp_path / "base")
-    zero = run(my_wm, tmp_path / "zero", "--delta-weight", "0")
-    timing = {"sps", "wall_time", "rollout_time", "update_time"}
-    assert [{k: v for k, v in r.items() if k not in timing} for r in baseline] == [
-        {k: v for k, v in r.items() if k not in timing | {"wm_delta_loss"}} for r in zero
-    ]
-    rows = run(my_wm, tmp_path / "half", "--delta-weight", "0.5")
-    assert all(float(r["wm_delta_loss"]) > 0 for r in rows) and float(rows[0]["first_ratio_dev"]) < 1e-5
-    assert [r["policy_loss"] for r in rows] != [r["policy_loss"] for r in baseline]  # the term changes the run
+def checked(copy, tmp_path, *argv):
+    """check_copy.py on a copy, as the page's recipe ends: every check passes; the kept runs' rows for more checks."""
+    cmd = [sys.executable, str(ROOT / "benchmark" / "check_copy.py"), str(copy), *argv, "--keep", str(tmp_path / "c")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.count("PASS ") == 4, out.stdout + out.stderr
+    return {name: read_progress(next((tmp_path / "c" / name).iterdir())) for name in ("twin", "control-original")}
+
+
+def test_the_worked_example_passes_check_copy_logs_its_term_and_changes_the_run(tmp_path):
+    make_my_wm(my_wm := tmp_path / "my_wm.py")
+    assert 'python benchmark/check_copy.py my_wm.py --flags "--delta-weight 0.5" --control "--delta-weight 0"' in DOC
+    rows = checked(my_wm, tmp_path, "--flags", "--delta-weight 0.5", "--control", "--delta-weight 0")
+    half, baseline = rows["twin"], rows["control-original"]
+    assert all(float(r["wm_delta_loss"]) > 0 for r in half) and float(half[0]["first_ratio_dev"]) < 1e-5
+    assert [r["policy_loss"] for r in half] != [r["policy_loss"] for r in baseline]  # the term changes the run
 
 
 INFO_NCE = """def info_nce(prediction, target, temperature=0.1):
@@ -112,13 +115,10 @@ def make_my_nce(path):
     return sum(line[:1] in "<>" for line in changed.splitlines() if line)
 
 
-def test_a_replaced_term_is_one_function_and_its_mse_control_is_ppo_wm(tmp_path):
+def test_a_replaced_term_is_one_function_passes_check_copy_and_its_weight_zero_has_no_latent_loss(tmp_path):
     assert make_my_nce(my_nce := tmp_path / "my_nce.py") <= 20  # the term, two flags, the call; not the 35-line loss
-    baseline = run(ROOT / "ppo_wm.py", tmp_path / "base")
-    untimed = lambda rows: [
-        {k: v for k, v in r.items() if k not in ("sps", "wall_time", "rollout_time", "update_time")} for r in rows
-    ]  # noqa: E731
-    assert untimed(run(my_nce, tmp_path / "mse", "--latent-term", "mse")) == untimed(baseline)
-    nce = run(my_nce, tmp_path / "nce")
-    assert all(float(r["wm_latent_loss"]) > 0 for r in nce) and untimed(nce) != untimed(baseline)
+    assert 'python benchmark/check_copy.py my_nce.py --control\n"--latent-term mse"' in DOC
+    rows = checked(my_nce, tmp_path, "--control", "--latent-term mse")
+    nce, baseline = rows["twin"], rows["control-original"]
+    assert all(float(r["wm_latent_loss"]) > 0 for r in nce) and nce != baseline
     assert all(float(r["wm_latent_loss"]) == 0 for r in run(my_nce, tmp_path / "none", "--latent-weight", "0"))

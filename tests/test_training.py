@@ -141,7 +141,7 @@ def test_evaluation_does_not_update_statistics_and_depends_on_them(finished_runs
     assert not (frozen == fresh).all()  # without the saved statistics the agent acts differently
 
 
-def test_video_and_snapshots_headless(tmp_path):
+def test_video_and_snapshots_headless(tmp_path, capsys):
     run_dir = train(
         "ppo_wm_aux",
         tmp_path,
@@ -180,3 +180,4 @@ def test_video_and_snapshots_headless(tmp_path):
         == 0
     )
     assert (run_dir / "videos" / "eval-best.mp4").stat().st_size > 1000
+    assert f"video: {run_dir / 'videos' / 'eval-best.mp4'}" in capsys.readouterr().out.splitlines()  # said where
