@@ -26,7 +26,9 @@ PUSH_FRAME = """def push_frame(stack, frame, starts=None):
 
 
 """
-POLICY = """    agent = Agent(obs_dim * args.frame_stack, act_dim).to(device)
+POLICY = """def make_agent(obs_dim, act_dim, args, device="cpu"):
+    # (its docstring stays)
+    agent = Agent(obs_dim * args.frame_stack, act_dim).to(device)
     stack = None  # the evaluated episodes' last frames
 
     def policy(obs, starts):
@@ -73,7 +75,7 @@ def make_my_stack(path, saved=True):
         (
             '    agent = Agent(obs_dim, act_dim).to(device)\n    return {"agent": agent}, lambda obs, starts: '
             "agent.actor_mean(obs)\n",
-            POLICY,
+            POLICY.split("\n", 2)[2],  # the function's body: the page shows it whole
             "instead",
         ),
         (buffer, buffer.replace("obs_dim)", "obs_dim * args.frame_stack)") + NEXT_STACK_BUF, "instead"),
