@@ -39,6 +39,7 @@ from wm_common import Dynamics, Encoder, ema_update, latent_stats, rollout_windo
 warnings.filterwarnings("ignore", message=".*is out of date")  # the -v4 tasks are the published benchmarks
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP)  # each stops a run after its iteration
 TIMING_COLUMNS = ("sps", "wall_time", "rollout_time", "update_time")  # progress.csv columns that vary by rerun
 CODE_FILES = [__file__, wm_common.__file__]  # the code a run trains with: config.json records its hash
 
@@ -537,19 +538,16 @@ def check_args(args):
         raise UsageError(f"--env-id {args.env_id} has a {type(space).__name__} action space; this needs a Box")
 
 
-MUJOCO_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, actuators, controls, warm start, time: all of it
-
-
 def get_env_states(env_groups):
     """What each env's next steps and resets depend on: MuJoCo's full state, the body positions that some tasks read
     before stepping (Ant, Humanoid), the time limit's count and the env's generator; None if an env is not MuJoCo."""
-    states = []
+    states, kind = [], mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, actuators, controls, warm start, time: all
     for env in (env for g in env_groups for env in g.envs):
         sim = env.unwrapped
         if not isinstance(getattr(sim, "data", None), mujoco.MjData):
             return None
-        physics = np.empty(mujoco.mj_stateSize(sim.model, MUJOCO_STATE))
-        mujoco.mj_getState(sim.model, sim.data, physics, MUJOCO_STATE)
+        physics = np.empty(mujoco.mj_stateSize(sim.model, kind))
+        mujoco.mj_getState(sim.model, sim.data, physics, kind)
         arrays = {"physics": physics, "xpos": sim.data.xpos.copy(), "xipos": sim.data.xipos.copy()}
         states.append({k: torch.from_numpy(v) for k, v in arrays.items()} | {"rng": sim.np_random.bit_generator.state})
         states[-1]["elapsed_steps"] = env.get_wrapper_attr("_elapsed_steps")
@@ -559,25 +557,30 @@ def get_env_states(env_groups):
 def set_env_states(env_groups, states):
     for env, state in zip((env for g in env_groups for env in g.envs), states, strict=True):
         sim = env.unwrapped
-        mujoco.mj_setState(sim.model, sim.data, state["physics"].numpy(), MUJOCO_STATE)
+        mujoco.mj_setState(sim.model, sim.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
         sim.data.xpos[:], sim.data.xipos[:] = state["xpos"].numpy(), state["xipos"].numpy()
         env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
         sim.np_random.bit_generator.state = state["rng"]
 
 
-def save_checkpoint(path, args, parts, counters, rollout=None):
-    """Everything a resume needs, written beside the target and renamed: a crash leaves the previous file intact."""
-    state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters), "rollout": rollout}
-    state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
+def write_whole(path, run_dir, write, mode="w"):
+    """write(file) into a file beside path, synced, then renamed over it: a crash leaves the old file or the new one."""
     try:
-        with writing(path, os.path.dirname(path)), open(f"{path}.tmp", "wb") as f:
-            torch.save(state, f)
+        with writing(path, run_dir), open(f"{path}.tmp", mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)
     finally:
         if os.path.exists(f"{path}.tmp"):
             os.remove(f"{path}.tmp")
+
+
+def save_checkpoint(path, args, parts, counters, rollout=None):
+    """Everything a resume needs, written whole (write_whole)."""
+    state = {"script": SCRIPT, "args": dataclasses.asdict(args), "counters": dict(counters), "rollout": rollout}
+    state |= {"torch_rng": torch.get_rng_state()} | {name: part.state_dict() for name, part in parts.items()}
+    write_whole(path, os.path.dirname(path), lambda f: torch.save(state, f), "wb")
 
 
 def load_checkpoint(path, env_id=None):
@@ -592,7 +595,8 @@ def load_checkpoint(path, env_id=None):
         raise UsageError(f"checkpoint {path} was written by {script or 'something else'}.py, not {SCRIPT}.py")
     if env_id is not None and ckpt["args"]["env_id"] != env_id:
         raise UsageError(f"checkpoint {path} is for {ckpt['args']['env_id']}, not --env-id {env_id}")
-    ckpt["args"] = {k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(Args)}}
+    if unknown := sorted(set(ckpt["args"]) - {f.name for f in dataclasses.fields(Args)}):
+        raise UsageError(f"checkpoint {path} has flags this {SCRIPT}.py does not know: {', '.join(unknown)}")
     return ckpt
 
 
@@ -632,10 +636,11 @@ def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
         if snapshot_now:  # a PNG and a JSON sidecar of the step
             with writing(snapshots, out_dir):
                 os.makedirs(snapshots, exist_ok=True)
-                imageio.imwrite(os.path.join(snapshots, f"step{t:06d}.png"), frame)
+                step = os.path.join(snapshots, f"step{t:06d}")
+                write_whole(f"{step}.png", out_dir, lambda f: imageio.imwrite(f, frame, "png"), "wb")
                 meta = {"step": t, "reward": float(reward[0]), "action": [float(a) for a in action[0]]}
-                with open(os.path.join(snapshots, f"step{t:06d}.json"), "w") as f:
-                    json.dump(meta | {"info_keys": sorted(k for k in info if not k.startswith("_"))}, f)
+                meta |= {"info_keys": sorted(k for k in info if not k.startswith("_"))}
+                write_whole(f"{step}.json", out_dir, lambda f: json.dump(meta, f))
         returns += reward * ~finished
         finished |= terminations | truncations
         starts = torch.from_numpy(terminations | truncations).to(device)  # same-step autoreset: obs starts the next
@@ -652,14 +657,16 @@ def evaluate(policy, normalizer, args, seed, device, out_dir=None, name=None):
 
 class Run:
     """A run's bookkeeping, none of which changes what it learns: counters, config.json, the log (TensorBoard tags are
-    the metrics' keys, progress.csv columns their last part; the console, training_status.log, W&B with --track),
-    evaluations and best.pt, checkpoint.pt, the divergence stop, and the signals that stop it after an iteration."""
+    the metrics' keys, progress.csv columns their last part; console, training_status.log, W&B), evaluations, best.pt,
+    checkpoint.pt, the divergence stop and the signals that stop it after an iteration."""
 
     def __init__(self, args, ckpt, run_dir, parts):
         self.args, self.ckpt, self.run_dir, self.parts, self.stop_signal = args, ckpt, run_dir, parts, []
         self.diverged, self.columns, self.wandb = None, None, None
         self.counters = {"global_step": 0, "iteration": 0, "wall_time": 0.0, "num_evals": 0, "best_eval_return": None}
         self.counters |= {"eval_seed": args.seed + 100_000, "recent_returns": []}
+        if missing := ckpt is not None and sorted(set(self.counters) - set(ckpt["counters"])):
+            raise UsageError(f"{run_dir}/checkpoint.pt (an older version's) lacks counters {missing}: cannot resume it")
         if ckpt is not None:
             self.counters = restore_state(ckpt, parts)
         self.resume_rows = self.logged_rows() if ckpt else None  # progress.csv up to the checkpoint
@@ -672,22 +679,18 @@ class Run:
         start = {"code_sha256": code_sha256(), "code_files": [os.path.basename(p) for p in CODE_FILES]}
         start["total_timesteps"] = args.total_timesteps
         self.counters["trained_with"] = self.counters.get("trained_with", []) + [start]
-        # everything below may write files: bad input has been rejected above
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+        for sig in STOP_SIGNALS:  # from here on files are written: bad input has been rejected above
             signal.signal(sig, self.request_stop)  # main() puts the previous handlers back
         with writing(run_dir, run_dir):
             self.run_dir = run_dir = run_dir if ckpt else make_run_dir(run_dir)
-            config = os.path.join(run_dir, "config.json")  # renamed when complete: never read half-written
-            with open(f"{config}.tmp", "w") as f:
-                json.dump(dataclasses.asdict(args) | {"trained_with": self.counters["trained_with"]}, f, indent=2)
-            os.replace(f"{config}.tmp", config)
+            config = dataclasses.asdict(args) | {"trained_with": self.counters["trained_with"]}
+            write_whole(os.path.join(run_dir, "config.json"), run_dir, lambda f: json.dump(config, f, indent=2))
             # on resume TensorBoard drops what was logged after the checkpoint
             self.writer = SummaryWriter(run_dir, purge_step=self.counters["global_step"] + 1 if ckpt else None)
             self.status = open(os.path.join(run_dir, "training_status.log"), "a")
         self.videos = set(glob.glob(os.path.join(run_dir, "videos", "*.mp4")))  # logged already
         if args.track:  # the run's id comes from its directory, so that --resume continues the same W&B run
-            import wandb
-
+            wandb = importlib.import_module("wandb")
             name = os.path.basename(os.path.normpath(run_dir))
             where = {"project": args.wandb_project_name, "entity": args.wandb_entity, "dir": run_dir, "name": name}
             wandb_id, config = hashlib.sha256(name.encode()).hexdigest()[:16], dataclasses.asdict(args)
@@ -696,13 +699,12 @@ class Run:
         self.say(f"{'resuming' if ckpt else 'run'} {run_dir} ({tensorboard})")
         self.start = (time.time(), self.counters["global_step"], self.counters["wall_time"])
 
-    def request_stop(self, signum, frame):  # SIGINT, SIGTERM, SIGPIPE: the loop stops after its iteration
+    def request_stop(self, signum, frame):  # SIGINT, SIGTERM, SIGPIPE, SIGHUP: stop after the iteration
         self.stop_signal.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     def logged_rows(self):
-        """progress.csv's rows up to the checkpoint's step, without a last line that a crash cut short (no newline);
-        bad input if a row up to that step is missing or damaged (it cannot be logged again)."""
+        """progress.csv's rows up to the checkpoint's step (a line cut short by a crash dropped); all must be there."""
         path, lines, step = os.path.join(self.run_dir, "progress.csv"), [], self.counters["global_step"]
         with writing(path, self.run_dir), contextlib.suppress(FileNotFoundError), open(path, newline="") as f:
             lines = f.readlines()
@@ -715,8 +717,7 @@ class Run:
         return rows
 
     def episodes_in_flight(self, env_groups):
-        """The checkpoint's episodes in flight, each env set back to its state then; None for a new run and for a
-        checkpoint without them (written before exact resume, or not a MuJoCo task): its episodes restart."""
+        """The checkpoint's episodes in flight, each env set back to its state then; None: the episodes restart."""
         if self.ckpt and not self.ckpt.get("rollout"):
             print(f"{self.run_dir}: the checkpoint does not hold its episodes in flight; they restart from a reset")
         if rollout := self.ckpt and self.ckpt.get("rollout"):
@@ -745,8 +746,8 @@ class Run:
                 break
         if self.diverged:
             step, marker = self.counters["global_step"], os.path.join(self.run_dir, "diverged.json")
-            with writing(marker, self.run_dir), open(marker, "w") as f:
-                json.dump({"global_step": step, "iteration": self.counters["iteration"], "nonfinite": self.diverged}, f)
+            where = {"global_step": step, "iteration": self.counters["iteration"], "nonfinite": self.diverged}
+            write_whole(marker, self.run_dir, lambda f: json.dump(where, f))
             kept = [f for f in ("checkpoint.pt", "best.pt") if os.path.isfile(os.path.join(self.run_dir, f))]
             kept = f"the last finite state is in {' and '.join(kept)}" if kept else "no checkpoint was written"
             why = f"NaN or infinite (usual causes: a learning rate or a loss weight too high); not logged, {kept}"
@@ -770,8 +771,7 @@ class Run:
         metrics["charts/eval_return"] = float(returns.mean())
 
     def end_iteration(self, metrics, env_groups, episodes):
-        """Logs the iteration; writes checkpoint.pt with the episodes in flight every --checkpoint-interval
-        iterations, at the end and when a signal came; True if a signal came (the run stops)."""
+        """Logs; checkpoints with the episodes in flight when due, at the end or on a signal; True on a signal."""
         self.log(metrics)
         iteration, args = self.counters["iteration"], self.args
         if iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations or self.stop_signal:
@@ -857,10 +857,16 @@ def setup_run(args, given):
             raise UsageError(f"--resume {args.resume}: no run with a checkpoint.pt there")
         if os.path.isfile(os.path.join(args.resume, "diverged.json")):
             raise UsageError(f"--resume {args.resume}: the run diverged (diverged.json); start one with other flags")
-        ckpt = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
+        ckpt, config = load_checkpoint(os.path.join(args.resume, "checkpoint.pt")), None
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(args.resume, "config.json")) as f:
+            config = json.load(f)
+        config, may_change = config if isinstance(config, dict) else {}, ("resume", "total_timesteps", "num_iterations")
+        if differ := sorted(k for k, v in ckpt["args"].items() if config.get(k) != v and k not in may_change):
+            k = differ[0]  # a checkpoint copied from another run, or a damaged config.json
+            mismatch = f"{k} is {ckpt['args'][k]!r} there, {config.get(k, 'missing')!r} in config.json"
+            raise UsageError(f"--resume {args.resume}: its checkpoint.pt is not this run's ({mismatch}); move it aside")
         if ignored := given - {"--resume", "--total-timesteps"}:
-            only = "only --total-timesteps may change"
-            raise UsageError(f"--resume continues a run with its own flags; {only}, not {min(ignored)}")
+            raise UsageError(f"--resume keeps the run's flags: only --total-timesteps may change, not {min(ignored)}")
         steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]
         if steps != (made_for := ckpt["args"]["total_timesteps"]) and ckpt["args"]["anneal_lr"]:
             stretch = f"re-stretches the annealed learning rate of a run made for {made_for:,} steps"
@@ -871,9 +877,9 @@ def setup_run(args, given):
     args.num_iterations = args.total_timesteps // max(args.batch_size, 1)
     check_args(args)
     if args.total_timesteps % args.batch_size:
-        steps = f"{args.num_iterations * args.batch_size:,} steps will run"
+        runs = f"{args.num_iterations * args.batch_size:,} steps will run"
         print(
-            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,}): {steps}"
+            f"--total-timesteps {args.total_timesteps:,} is not a multiple of the batch ({args.batch_size:,}): {runs}"
         )
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     return args, ckpt, args.resume or os.path.join(args.runs_dir, run_name)
@@ -900,12 +906,15 @@ def run_eval_checkpoint(args, given):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, given = tyro.cli(Args, args=argv), {a.split("=")[0] for a in argv if a.startswith("--")}
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         return run_eval_checkpoint(args, given) if args.eval_checkpoint else train(args, given)
-    except (UsageError, WriteError) as e:  # exit codes: 2 bad input (nothing written), 4 a file could not be written
-        print(f"{SCRIPT}.py: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 4
+    except (UsageError, WriteError, MemoryError, ValueError) as e:  # exit 2: bad input (nothing written); 4: a write
+        if isinstance(e, ValueError) and "allocate" not in str(e):  # MuJoCo reports a failed allocation so
+            raise
+        why = e if isinstance(e, (UsageError, WriteError)) else f"out of memory ({e!r}); give fewer --num-envs"
+        print(f"{SCRIPT}.py: error: {why}", file=sys.stderr)
+        return 4 if isinstance(e, WriteError) else 2
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

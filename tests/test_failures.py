@@ -436,7 +436,7 @@ def test_speed_takes_a_copied_script_as_the_runner_does(tmp_path, monkeypatch, c
         speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k)
     )
     tiny = "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
-    argv = ["speed.py", "--steps", "512", "--slice", "0.5", "--raw-slice", "0.3", "--extra", tiny, "--scripts"]
+    argv = ["speed.py", "--steps", "2560", "--slice", "0.5", "--raw-slice", "0.3", "--extra", tiny, "--scripts"]
     monkeypatch.setattr(sys, "argv", [*argv, "ppo_continuous", "ppo_wm", f"mine={mine}"])
     speed.main()
     out = capsys.readouterr().out
