@@ -16,11 +16,13 @@ import argparse
 import csv
 import glob
 import gzip
+import hashlib
 import io
 import json
 import os
 import re
 import warnings
+import zlib
 
 import numpy as np
 
@@ -37,6 +39,40 @@ ROW_FIELDS = ["global_step", "return_last100", "wall_time", "z_drift", "z_effect
 
 class ReportError(Exception):
     """The report would be wrong or would replace a fuller one: one line, nothing written."""
+
+
+def write_whole(path, write, mode="w"):
+    """write(file) into a file beside path, synced, then renamed over it: a crash leaves the old file or the new one."""
+    try:
+        with open(f"{path}.tmp", mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f"{path}.tmp", path)
+    finally:
+        if os.path.exists(f"{path}.tmp"):
+            os.remove(f"{path}.tmp")
+
+
+def read_json(path, keys):
+    """A JSON object with these keys, or a ReportError naming the file and what is wrong with it."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or "not valid JSON"
+        raise ReportError(f"{path} cannot be read ({why}): restore it, or move {os.path.dirname(path)} aside") from None
+    if not isinstance(value, dict) or (missing := [k for k in keys if k not in value]):
+        what = (
+            f"lacks {missing[0]!r}" if isinstance(value, dict) else f"is a JSON {type(value).__name__}, not an object"
+        )
+        raise ReportError(f"{path} {what}: restore it, or move {os.path.dirname(path)} aside")
+    return value
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def iqm(x):
@@ -89,17 +125,11 @@ def load_runs(variant_dirs):
     read is a ReportError, never skipped."""
     runs = []
     for run_dir in sorted(os.path.normpath(d) for pool in variant_dirs for d in glob.glob(os.path.join(pool, "*", ""))):
-        try:
-            with open(os.path.join(run_dir, "config.json")) as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            why = getattr(e, "strerror", None) or "not valid JSON"
-            raise ReportError(f"{run_dir}/config.json cannot be read ({why}): restore it, or move {run_dir} aside")
+        config = read_json(os.path.join(run_dir, "config.json"), ["exp_name", "env_id", "seed", "batch_size"])
         rows, damage = read_progress(run_dir)
         diverged = None
-        if os.path.isfile(os.path.join(run_dir, "diverged.json")):
-            with open(os.path.join(run_dir, "diverged.json")) as f:
-                diverged = json.load(f)
+        if os.path.isfile(marker := os.path.join(run_dir, "diverged.json")):
+            diverged = read_json(marker, ["global_step", "nonfinite"])
         starts = config.get("trained_with", [])
         runs.append(
             {
@@ -126,7 +156,8 @@ def load_runs(variant_dirs):
 def write_data(runs, path):
     """The runs as the report reads them, a line per scored progress.csv row (a run without one: a line without a
     step), gzipped without a timestamp: the same runs give the same bytes. Written beside the report, then renamed."""
-    with open(f"{path}.tmp", "wb") as raw:
+
+    def write(raw):
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, io.TextIOWrapper(gz, newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(RUN_FIELDS + ROW_FIELDS)
@@ -142,30 +173,43 @@ def write_data(runs, path):
                 writer.writerows(
                     head + [row.get(c, "") for c in ROW_FIELDS] for row in r["rows"] or [dict.fromkeys(ROW_FIELDS, "")]
                 )
-    os.replace(f"{path}.tmp", path)
+
+    write_whole(path, write, "wb")
 
 
 def read_data(path):
-    """The runs of a report's run data (write_data), as load_runs returns them."""
-    runs = {}
-    with gzip.open(path, "rt", newline="") as f:
-        for line in csv.DictReader(f):
-            if line["run"] not in runs:
-                diverged = {"global_step": int(line["diverged_step"] or 0), "nonfinite": line["diverged_nonfinite"]}
-                runs[line["run"]] = {
-                    "name": line["run"],
-                    "variant": line["variant"],
-                    "env_id": line["env_id"],
-                    "seed": int(line["seed"]),
-                    "batch_size": int(line["batch_size"]),
-                    "code": line["code"].split("; ") if line["code"] else [],
-                    "diverged": diverged if line["diverged_step"] else None,
-                    "damage": line["damage"] or None,
-                    "last_step": int(line["last_step"]),
-                    "rows": [],
-                }
-            if line["global_step"]:
-                runs[line["run"]]["rows"].append({c: line.get(c, "") for c in ROW_FIELDS})
+    """The runs of a report's run data (write_data), as load_runs returns them; a ReportError naming the file and
+    what is wrong if it is not gzip, is cut short or corrupt, has other columns or a field that is not a number."""
+    try:
+        with gzip.open(path, "rt", newline="") as f:
+            lines = list(csv.reader(f))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
+        raise ReportError(
+            f"{path} is not whole run data ({type(e).__name__}: {e}); restore it (git checkout)"
+        ) from None
+    if not lines or lines[0] != RUN_FIELDS + ROW_FIELDS:
+        raise ReportError(f"{path} holds no run data (empty, or other columns); restore it (git checkout)")
+    runs, numbers = {}, ("seed", "batch_size", "last_step")
+    for number, values in enumerate(lines[1:], start=2):
+        line = dict(zip(lines[0], values))
+        if len(values) != len(lines[0]) or not all(line[k].isdigit() for k in numbers):
+            raise ReportError(f"{path} line {number} is damaged (a field missing or not a number); restore it")
+        if line["run"] not in runs:
+            diverged = {"global_step": int(line["diverged_step"] or 0), "nonfinite": line["diverged_nonfinite"]}
+            runs[line["run"]] = {
+                "name": line["run"],
+                "variant": line["variant"],
+                "env_id": line["env_id"],
+                "seed": int(line["seed"]),
+                "batch_size": int(line["batch_size"]),
+                "code": line["code"].split("; ") if line["code"] else [],
+                "diverged": diverged if line["diverged_step"] else None,
+                "damage": line["damage"] or None,
+                "last_step": int(line["last_step"]),
+                "rows": [],
+            }
+        if line["global_step"]:
+            runs[line["run"]]["rows"].append({c: line.get(c, "") for c in ROW_FIELDS})
     return list(runs.values())
 
 
@@ -175,6 +219,8 @@ def scored_in_summary(path):
         return set()
     with open(path) as f:
         text = f.read()
+    if not (text.startswith("# ") and text.endswith("\n")):  # a report writes it whole: this one was damaged
+        raise ReportError(f"{path} is damaged (empty or cut short): restore it (git checkout), or --force replaces it")
     table = text.split("Per-seed scores", 1)[1].split("\n\n", 2)[1] if "Per-seed scores" in text else ""
     cells = [line.split("|")[1:4] for line in table.splitlines()[2:]]
     return {
@@ -445,8 +491,7 @@ def write_report(
             "",
             "Curves: mean over seeds of the last-100-episode return, band = 95% bootstrap CI of the mean.",
         ]
-    with open(summary_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_whole(summary_path, lambda f: f.write("\n".join(lines) + "\n"))
     write_data(runs, os.path.join(out_dir, DATA))
     print("\n".join(lines))
     return scores, [r for status in lists.values() for r in status]
@@ -533,7 +578,7 @@ def plot_drift(curves, labels, variants, total_timesteps, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_whole(path, lambda f: fig.savefig(f, dpi=110, format="png"), "wb")
     plt.close(fig)
 
 
@@ -567,7 +612,7 @@ def plot_curves(runs, tasks, variants, labels, total_timesteps, path, reps):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_whole(path, lambda f: fig.savefig(f, dpi=110, format="png"), "wb")
     plt.close(fig)
 
 

@@ -33,6 +33,14 @@ experiment; it never replaces a report of more runs unless --force. Exit codes: 
 a refusal (nothing written), 3 a run diverged, 128+N stopped by signal N.
 """
 
+import signal
+import sys
+
+if __name__ == "__main__":  # Ctrl-C while it starts (the imports below take seconds): one line, not a traceback
+    signal.signal(
+        signal.SIGINT, lambda *_: sys.exit(print("runner.py: stopped by Ctrl-C while starting", file=sys.stderr) or 130)
+    )
+
 import argparse
 import ctypes
 import dataclasses
@@ -42,10 +50,9 @@ import importlib.util
 import json
 import os
 import shlex
+import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 
 import tyro
@@ -137,17 +144,40 @@ def report_folder(experiment, names, seeds, tasks, steps, extra):
     return pool_name("+".join([experiment, *what]), extra, steps if steps != default_steps else STEPS)
 
 
+# flags the runner sets for every run: given in --extra or a variant's flags they would train another run under this
+# run's name; each with the runner's own option for it
+RUNNER_FLAGS = {
+    "--seed": "--seeds",
+    "--env-id": "--env-ids",
+    "--total-timesteps": "--total-timesteps",
+    "--runs-dir": "--runs-root",
+    "--exp-name": "the variant's name",
+    "--resume": "nothing: the runner resumes a run itself",
+    "--eval-checkpoint": "nothing: evaluate a run's best.pt with its script",
+}
+
+
+def runner_flag(flags, where):
+    """A ValueError if these flags set what the runner sets itself."""
+    for flag in (f.split("=")[0] for f in flags):
+        if flag in RUNNER_FLAGS:
+            raise ValueError(f"{where} sets {flag}, which the runner sets for every run: use {RUNNER_FLAGS[flag]}")
+
+
 def parse_variant(spec):
     """(name, script path, flags) of a command-line variant: a name in VARIANTS, or NAME=SCRIPT [FLAGS ...]."""
-    if "=" not in spec.split(" ")[0]:
+    if "=" not in spec:
         if spec not in VARIANTS:
             raise ValueError(f"unknown variant {spec!r}: name one of {', '.join(VARIANTS)} or give NAME=SCRIPT [FLAGS]")
         script, flags = VARIANTS[spec]
         return spec, os.path.join(ROOT, f"{script}.py"), flags
     name, rest = spec.split("=", 1)
     script, *flags = shlex.split(rest) or [""]
-    if not name.replace("_", "").replace("-", "").replace(".", "").isalnum() or name in VARIANTS:
-        raise ValueError(f"variant name {name!r}: use letters, digits, _ - . and not a built-in name")
+    if bad := sorted({c for c in name if not (c.isalnum() or c in "_-.")}):  # it names folders and runs
+        raise ValueError(f"variant name {name!r}: use letters, digits, _ - . only, not {' '.join(map(repr, bad))}")
+    if not name or name in VARIANTS:
+        raise ValueError(f"variant name {name!r}: give a name of your own, not empty nor a built-in one")
+    runner_flag(flags, f"variant {name}")
     if not (script.endswith(".py") and os.path.isfile(script)):
         raise ValueError(f"variant {name}: {script!r} is not a Python script here")
     return name, os.path.abspath(script), flags
@@ -315,26 +345,23 @@ def check_pool(run, write=False):
     the same variant name never reuses its runs."""
     path, made = os.path.join(run["runs_dir"], "variant.json"), {"script": os.path.relpath(run["script"], ROOT)}
     if os.path.isfile(path):
-        with open(path) as f:
-            if json.load(f)["script"] != made["script"]:
-                raise StaleRun(
-                    f"{run['runs_dir']} holds runs of another script than {made['script']}: rename the variant"
-                )
+        try:
+            recorded = report.read_json(path, ["script"])["script"]
+        except report.ReportError as e:
+            raise StaleRun(str(e)) from None
+        if recorded != made["script"]:
+            raise StaleRun(f"{run['runs_dir']} holds runs of another script than {made['script']}: rename the variant")
     elif write:
         os.makedirs(run["runs_dir"], exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(made, f)
+        report.write_whole(path, lambda f: json.dump(made, f))
 
 
 def read_config(run_dir):
+    """A run's config.json, a JSON object with the keys the runner reads; else one line naming the file and the key."""
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or "not valid JSON"
-        raise StaleRun(
-            f"{run_dir}/config.json cannot be read ({reason}): restore it, or move {run_dir} aside"
-        ) from None
+        return report.read_json(os.path.join(run_dir, "config.json"), ["exp_name", "env_id", "seed", "batch_size"])
+    except report.ReportError as e:
+        raise StaleRun(str(e)) from None
 
 
 def run_dirs(run):
@@ -427,9 +454,52 @@ def set_aside_dead(run):
 
 
 def divergence(run_dir):
-    with open(os.path.join(run_dir, "diverged.json")) as f:
-        d = json.load(f)
+    try:
+        d = report.read_json(os.path.join(run_dir, "diverged.json"), ["nonfinite", "global_step"])
+    except report.ReportError as e:
+        return f"diverged; {e}"
     return f"{d['nonfinite']} became NaN or infinite at step {d['global_step']:,}"
+
+
+INDEX = os.path.join(ROOT, "benchmark", "results", "README.md")  # the results index: a report's run data and its sha256
+
+
+def index_row(folder):
+    """What the results index says of a report's run data: its sha256 if it ships, "" if it does not, None if the
+    index has no row for the folder."""
+    with open(INDEX) as f:
+        row = next((line for line in f if line.startswith(f"| [{folder}/](")), None)
+    if row is None:
+        return None
+    sha = re.search(r"sha256 `([0-9a-f]{64})`", row.rstrip().split("|")[-2])
+    return sha.group(1) if sha else ""
+
+
+def report_data(experiment, folder, out_dir, runs_root):
+    """The run data a report is made from when none of its runs is on disk: <out_dir>/runs.csv.gz, else the copy that
+    ships in benchmark/results/<folder>/, checked against the sha256 the index records; a ReportError (one line) if
+    the data does not ship, is not there or is not what the index records."""
+    shipped = index_row(folder)
+    if shipped is None and experiment in EXPERIMENTS and index_row(experiment) == "":
+        shipped, folder = "", experiment  # another form of a report whose runs are gone
+    if shipped == "":
+        raise report.ReportError(
+            f"the runs of {folder} are gone and its run data does not ship (benchmark/results/README.md): "
+            "its report cannot be made again; nothing written"
+        )
+    data = os.path.join(out_dir, report.DATA)
+    if shipped and not os.path.isfile(data):  # another --results-dir: the data that ships
+        data = os.path.join(ROOT, "benchmark", "results", folder, report.DATA)
+    if not os.path.isfile(data):
+        raise report.ReportError(
+            f"no run of this report under {runs_root} and no run data at {data}: nothing to report"
+        )
+    if shipped and (found := report.sha256(data)) != shipped:
+        raise report.ReportError(
+            f"{data} is not the run data that ships (sha256 {found[:12]}..., the index records {shipped[:12]}...): "
+            "edited, cut short or damaged; restore it (git checkout)"
+        )
+    return data
 
 
 def stop_with_me():
@@ -609,6 +679,9 @@ def slurm_task(runs_file, index):
 def main(argv=None):
     try:
         return run_experiment(argv)
+    except KeyboardInterrupt:  # outside the runs' loop, which passes Ctrl-C on to the runs itself
+        print("runner.py: stopped by Ctrl-C; nothing is left running, and the same command goes on", file=sys.stderr)
+        return 128 + signal.SIGINT
     except BrokenPipeError:  # its reader went away (| head): stop as SIGPIPE would; the runs stop with the runner
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
@@ -621,6 +694,7 @@ def run_experiment(argv):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
+    parser.error = lambda message: sys.exit(print(f"runner.py: error: {message}", file=sys.stderr) or 2)  # one line
     parser.add_argument("--experiment", default="E1", help=f"{', '.join(EXPERIMENTS)}, or a new name with --variants")
     parser.add_argument("--env-ids", nargs="+", help="tasks (default: the experiment's)")
     parser.add_argument(
@@ -697,6 +771,10 @@ def run_experiment(argv):
         parser.error("--workers and --total-timesteps must be positive")
 
     extra = args.extra.split()
+    try:
+        runner_flag(extra, "--extra")
+    except ValueError as e:
+        parser.error(str(e))
     if args.workers >= (os.cpu_count() or 1) and "--num-env-threads" not in extra:
         extra += ["--num-env-threads", "1"]  # one core per run when runs fill the machine (results do not change)
     runs = plan(
@@ -730,7 +808,7 @@ def run_experiment(argv):
         )
     logs = os.path.join(args.runs_root, "logs")
     rc = 0 if args.report_only else run_local(runs, args.workers, logs, args.reuse_changed_scripts)
-    if not args.no_report:
+    if not args.no_report and rc < 128:  # a runner stopped by a signal reports when the same command has gone on
         labels = {r["variant"]: r["label"] for r in runs}  # pool -> the variant's name as given
         tasks = args.env_ids or default_tasks
         folder = report_folder(args.experiment, names, args.seeds, tasks, args.total_timesteps, extra)
@@ -739,13 +817,11 @@ def run_experiment(argv):
             os.path.join(ROOT, "benchmark", "results") if as_defined else os.path.join(args.runs_root, "reports")
         )
         out_dir = os.path.join(args.results_dir or default_dir, folder)
-        data = os.path.join(out_dir, report.DATA)  # the report's shipped run data, read where no run is on disk
-        data = (
-            data if args.report_only and not any(sum(run_dirs(r), []) for r in runs) and os.path.isfile(data) else None
-        )
-        if data:
-            print(f"no runs of this report under {args.runs_root}: reporting from its run data, {data}")
         try:
+            data = None  # the report's run data, read where none of its runs is on disk
+            if args.report_only and not any(sum(run_dirs(r), []) for r in runs):
+                data = report_data(args.experiment, folder, out_dir, args.runs_root)
+                print(f"no runs of this report under {args.runs_root}: reporting from its run data, {data}")
             report.write_report(
                 [os.path.join(args.runs_root, pool) for pool in labels],
                 out_dir,
@@ -760,6 +836,9 @@ def run_experiment(argv):
                 seed_sets=seed_sets,
             )
             print(f"report: {os.path.join(out_dir, 'summary.md')}")
+            print(
+                f"run data: {os.path.join(out_dir, report.DATA)} (sha256 {report.sha256(os.path.join(out_dir, report.DATA))})"
+            )
         except report.ReportError as e:
             print(f"runner.py: error: {e}", file=sys.stderr)
             return 2

@@ -926,7 +926,8 @@ def test_at_least_two_experiments_ship_their_run_data():
     index = (ROOT / "benchmark" / "results" / "README.md").read_text().splitlines()
     for experiment in SHIPPED:  # the index's row for it says its data ships
         row = [line for line in index if line.startswith(f"| [{experiment}/]({experiment}/summary.md)")]
-        assert len(row) == 1 and row[0].endswith(" KB) |") and "| ships (" in row[0], experiment
+        sha = report.sha256(ROOT / "benchmark" / "results" / experiment / "runs.csv.gz")
+        assert len(row) == 1 and row[0].endswith(f" KB, sha256 `{sha}`) |") and "| ships (" in row[0], experiment
 
 
 @pytest.mark.parametrize("experiment", SHIPPED)
