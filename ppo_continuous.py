@@ -324,7 +324,7 @@ def train(args, given):
         counters["global_step"] += args.batch_size
         update_start = time.time()
 
-        # --- advantages: V of the whole rollout in one batched call (the critic has not changed since acting) ---
+        # --- advantages: V of all states and true next states, batched (the critic has not changed since acting) ---
         with torch.no_grad():
             values = agent.get_value(obs)
             next_values = agent.get_value(next_obs_buf)

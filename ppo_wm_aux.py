@@ -368,7 +368,7 @@ def train(args, given):
         intrinsic_return_rms.update(intrinsic_return_buf.reshape(-1))
         r_int_scaled = args.alpha * r_int / math.sqrt(intrinsic_return_rms.var + 1e-8)
 
-        # --- advantages: V of the whole rollout in one batched call (the critic has not changed since acting) ---
+        # --- advantages: V of all states and true next states, batched (the critic has not changed since acting) ---
         with torch.no_grad():
             values = agent.get_value(obs)
             next_values = agent.get_value(next_x)

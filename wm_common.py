@@ -48,7 +48,7 @@ def rollout_windows(inds, horizon, num_envs, obs, actions, next_obs, rewards, te
     """Windows of `horizon` consecutive transitions of one env from (num_steps, num_envs, ...) rollout buffers, starting
     at flat indices inds = t * num_envs + env (t <= num_steps - horizon). Returns the start observations (B, obs_dim),
     the (horizon, B, ...) actions, true next observations, rewards and terminations, and mask (horizon, B): True for
-    the steps before the window's first episode end, so that no loss crosses into the next episode."""
+    the steps up to and including the window's first episode end, so that no loss crosses into the next episode."""
     t, env = inds // num_envs, inds % num_envs
     steps = t[None] + torch.arange(horizon, device=inds.device)[:, None]
     ended = dones[steps, env]
