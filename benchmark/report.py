@@ -418,7 +418,11 @@ def write_report(
                 )
                 cells.append(f"{pooled(*arms[0], *arms[1]):.2f} [{lo:.2f}, {hi:.2f}] ({each})")
             rows.append(f"| {t} | {labels[v]} | " + " | ".join(cells) + " |")
-        heading = f"P(variant > {labels[b]}) pooled over the seed sets {', '.join(seed_sets)} [95% CI] (each set's P):"
+        heading = (
+            f"P(variant > {labels[b]}) pooled over the seed sets {', '.join(seed_sets)} [95% CI] (each set's P): the "
+            "mean of each set's P, which pairs runs within a set only; the P above pairs every run with every run, "
+            "across the sets too, so the two may differ a little:"
+        )
         lines += table_at_steps(heading, rows, checkpoints)
     few = sorted({t for (t, v), s in scores.items() if 0 < len(s) < MIN_SEEDS})
     if few:
