@@ -21,6 +21,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
 
 
 def load(path):
@@ -161,11 +163,14 @@ def main():
         f"{env_id}, {ckpt['script']} step {ckpt['counters']['global_step']:,}: {len(z)} latents from {args.episodes} episodes"
     )
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out_dir, "latent_projections.png"), dpi=100)
+    path = os.path.join(args.out_dir, "latent_projections.png")
+    report.write_whole(path, lambda f: fig.savefig(f, dpi=100, format="png"), "wb")
     plt.close(fig)
 
     strip = np.concatenate(frames, axis=1)
-    plt.imsave(os.path.join(args.out_dir, "gait_filmstrip.png"), strip)
+    report.write_whole(
+        os.path.join(args.out_dir, "gait_filmstrip.png"), lambda f: plt.imsave(f, strip, format="png"), "wb"
+    )
 
     r2_z = linear_r2(z, phase)
     r2_obs = linear_r2(normalizer.obs(obs, update=False), phase)
@@ -185,8 +190,7 @@ def main():
         "",
         "![gait filmstrip](gait_filmstrip.png)",
     ]
-    with open(os.path.join(args.out_dir, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    report.write_whole(os.path.join(args.out_dir, "summary.md"), lambda f: f.write("\n".join(lines) + "\n"))
     print("\n".join(lines))
 
 

@@ -629,18 +629,20 @@ def submit_slurm(runs, slurm_dir, max_running, sbatch_args, python, reuse_change
         return 2
     os.makedirs(os.path.join(slurm_dir, "logs"), exist_ok=True)
     runs_file = os.path.join(slurm_dir, f"runs-{int(time.time())}.jsonl")
-    with open(runs_file, "w") as f:
-        f.writelines(json.dumps(r | {"reuse_changed_scripts": reuse_changed_scripts}) + "\n" for r in todo)
+    lines = [json.dumps(r | {"reuse_changed_scripts": reuse_changed_scripts}) + "\n" for r in todo]
+    report.write_whole(runs_file, lambda f: f.writelines(lines))
     script = os.path.join(slurm_dir, "array.sbatch")
-    with open(script, "w") as f:
-        f.write(f"""#!/bin/bash
+    report.write_whole(
+        script,
+        lambda f: f.write(f"""#!/bin/bash
 #SBATCH --job-name=lightworld
 #SBATCH --array=1-{len(todo)}%{max_running}
 #SBATCH --cpus-per-task=1
 #SBATCH --output={slurm_dir}/logs/%A_%a.out
 export OMP_NUM_THREADS=1
 exec {shlex.quote(python)} {shlex.quote(os.path.abspath(__file__))} --slurm-task {shlex.quote(runs_file)} "$SLURM_ARRAY_TASK_ID"
-""")
+"""),
+    )
     out = subprocess.run(["sbatch", "--parsable", *sbatch_args, script], capture_output=True, text=True)
     if out.returncode != 0:
         print(f"runner.py: error: sbatch failed: {out.stderr.strip()}", file=sys.stderr)

@@ -148,7 +148,7 @@ def test_a_module_no_checkpoint_saves_fails_saved_parts_and_skips_the_rest(tmp_p
     )
     (copy := tmp_path / "my_head.py").write_text(source)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmark" / "check_copy.py"), str(copy)],
+        [sys.executable, str(ROOT / "benchmark" / "check_copy.py"), str(copy), "--keep", str(tmp_path / "kept")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -160,7 +160,7 @@ def test_a_module_no_checkpoint_saves_fails_saved_parts_and_skips_the_rest(tmp_p
         "SKIP resume: the copy did not start with --flags",
         "SKIP evaluation: the copy did not start with --flags",
     ]
-    assert lines[3].startswith("0 of 3 checks passed") and "runs kept in " in lines[3]
+    assert lines[3].startswith("0 of 3 checks passed") and f"runs kept in {tmp_path / 'kept'}" in lines[3]
 
 
 def test_the_frame_stacking_policy_restarts_its_stack_where_an_episode_starts(tmp_path):
