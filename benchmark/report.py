@@ -180,15 +180,17 @@ def write_data(runs, path):
 def read_data(path):
     """The runs of a report's run data (write_data), as load_runs returns them; a ReportError naming the file and
     what is wrong if it is not gzip, is cut short or corrupt, has other columns or a field that is not a number."""
+    if os.path.getsize(path) == 0:
+        raise ReportError(f"{path} is empty; restore it (git checkout)")
     try:
         with gzip.open(path, "rt", newline="") as f:
             lines = list(csv.reader(f))
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
-        raise ReportError(
-            f"{path} is not whole run data ({type(e).__name__}: {e}); restore it (git checkout)"
-        ) from None
+        what = "is cut short" if isinstance(e, EOFError) else f"is corrupt ({e})"
+        what = "is not gzip" if str(e).startswith("Not a gzipped file") else what
+        raise ReportError(f"{path} {what}; restore it (git checkout)") from None
     if not lines or lines[0] != RUN_FIELDS + ROW_FIELDS:
-        raise ReportError(f"{path} holds no run data (empty, or other columns); restore it (git checkout)")
+        raise ReportError(f"{path} holds no run data (no rows, or other columns); restore it (git checkout)")
     runs, numbers = {}, ("seed", "batch_size", "last_step")
     for number, values in enumerate(lines[1:], start=2):
         line = dict(zip(lines[0], values))

@@ -55,14 +55,23 @@ def damaged(data):
     }
 
 
-@pytest.mark.parametrize("how", ["cut short", "a byte flipped", "not gzip", "empty", "edited"])
-def test_damaged_shipped_data_is_one_line_and_changes_no_file(how, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "how, says",
+    [
+        ("cut short", "is cut short"),
+        ("a byte flipped", "is corrupt (CRC check failed"),
+        ("not gzip", "is not gzip"),
+        ("empty", "is empty"),
+        ("edited", "is not the run data that ships (sha256 "),
+    ],
+)
+def test_damaged_shipped_data_is_one_line_and_changes_no_file(how, says, tmp_path, capsys):
     shutil.copytree(E2, tmp_path / "E2")
     (tmp_path / "E2" / "runs.csv.gz").write_bytes(damaged(E2.joinpath("runs.csv.gz").read_bytes())[how])
     before = files(tmp_path / "E2")
     for force in ([], ["--force"]):  # --force replaces a fuller report; it never makes damaged data whole
-        line = one_line(capsys, 2, report_only(tmp_path, "--experiment", "E2", *force), "runs.csv.gz")
-        assert str(tmp_path / "E2" / "runs.csv.gz") in line and "restore it (git checkout)" in line
+        line = one_line(capsys, 2, report_only(tmp_path, "--experiment", "E2", *force), says)
+        assert f"{tmp_path / 'E2' / 'runs.csv.gz'} {says}" in line and "restore it (git checkout)" in line
     assert files(tmp_path / "E2") == before
 
 
