@@ -799,8 +799,8 @@ def setup_run(args, given):
         config, may_change = config if isinstance(config, dict) else {}, ("resume", "total_timesteps", "num_iterations")
         if differ := sorted(k for k, v in ckpt["args"].items() if config.get(k) != v and k not in may_change):
             k = differ[0]  # a checkpoint copied from another run, or a damaged config.json
-            mismatch = f"{k} is {ckpt['args'][k]!r} there, {config.get(k, 'missing')!r} in config.json"
-            raise UsageError(f"--resume {args.resume}: its checkpoint.pt is not this run's ({mismatch}); move it aside")
+            why = f"{k} is {ckpt['args'][k]!r} there, {config.get(k, 'missing')!r} in config.json"
+            raise UsageError(f"--resume {args.resume}: checkpoint.pt and config.json disagree ({why}): move it aside")
         if ignored := given - {"--resume", "--total-timesteps"}:
             raise UsageError(f"--resume keeps the run's flags: only --total-timesteps may change, not {min(ignored)}")
         steps = args.total_timesteps if "--total-timesteps" in given else ckpt["args"]["total_timesteps"]

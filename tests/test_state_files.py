@@ -45,7 +45,7 @@ def test_a_checkpoint_copied_from_another_run_is_refused_before_anything_is_writ
     walker = unfinished(tmp_path, env_id="Walker2d-v4", runs="other")  # the same flags but the task
     (hopper / "checkpoint.pt").write_bytes((walker / "checkpoint.pt").read_bytes())
     before = snapshot(hopper)
-    line = refused("ppo_continuous", ["--resume", str(hopper)], capsys, "its checkpoint.pt is not this run's")
+    line = refused("ppo_continuous", ["--resume", str(hopper)], capsys, "checkpoint.pt and config.json disagree")
     assert "env_id is 'Walker2d-v4' there, 'Hopper-v4' in config.json" in line
     assert snapshot(hopper) == before
 
