@@ -930,8 +930,8 @@ def main(argv=None):
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         return run_eval_checkpoint(args, given) if args.eval_checkpoint else train(args, given)
-    except (UsageError, WriteError, MemoryError, ValueError) as e:  # exit 2: bad input (nothing written); 4: a write
-        if isinstance(e, ValueError) and "allocate" not in str(e):  # MuJoCo reports a failed allocation so
+    except (UsageError, WriteError, MemoryError, ValueError, mujoco.FatalError) as e:  # exit 2: bad input; 4: a write
+        if isinstance(e, (ValueError, mujoco.FatalError)) and "allocate" not in str(e):  # how MuJoCo says out of memory
             raise
         why = e if isinstance(e, (UsageError, WriteError)) else f"out of memory ({e!r}); give fewer --num-envs"
         print(f"{SCRIPT}.py: error: {why}", file=sys.stderr)
