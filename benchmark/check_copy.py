@@ -205,6 +205,7 @@ def check_evaluation(copy, work):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.error = lambda message: sys.exit(print(f"check_copy.py: error: {message}", file=sys.stderr) or 2)  # one line
     parser.add_argument("copy", help="the copied script, e.g. my_wm.py")
     parser.add_argument("--flags", default="", help="the idea's flags, for the resume and evaluation checks")
     parser.add_argument("--control", help="flags that make the copy its original again, e.g. '--delta-weight 0'")

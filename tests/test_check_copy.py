@@ -189,4 +189,5 @@ def test_check_copy_refuses_its_own_flags_and_a_missing_script_in_one_line(tmp_p
     ]:
         with pytest.raises(SystemExit) as e:
             check_copy.main(argv)
-        assert e.value.code == 2 and says in capsys.readouterr().err
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("check_copy.py: error: ") and says in err[0]
