@@ -42,16 +42,18 @@ class ReportError(Exception):
 
 
 def write_whole(path, write, mode="w"):
-    """write(file) into a file beside path, synced, then renamed over it: a crash leaves the old file or the new one."""
+    """write(file) into a file beside path, synced, then renamed over it: a crash leaves the old file or the new one.
+    The temporary file is this process's own: two runners writing one pool's variant.json never share it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(f"{path}.tmp", mode) as f:
+        with open(tmp, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(f"{path}.tmp", path)
+        os.replace(tmp, path)
     finally:
-        if os.path.exists(f"{path}.tmp"):
-            os.remove(f"{path}.tmp")
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_json(path, keys):
