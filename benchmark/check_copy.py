@@ -19,8 +19,8 @@ at a time. Exit codes: 0 every check passed, 1 a check failed (the runs are kept
 """
 
 import argparse
+import contextlib
 import csv
-import difflib
 import math
 import os
 import shlex
@@ -33,9 +33,10 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["ppo_continuous", "ppo_wm", "ppo_wm_aux"]
-TIMING_COLUMNS = {"sps", "wall_time", "rollout_time", "update_time"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from runner import script_module  # noqa: E402
+from speed import ROOT, SCRIPTS, closest_original  # noqa: E402
+
 ITERATIONS, BATCH, CHECKPOINT_INTERVAL = 10, 4 * 64, 2
 TINY = ["--num-envs", "4", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "2"]
 TINY += ["--eval-episodes", "2", "--eval-interval", "2", "--checkpoint-interval", str(CHECKPOINT_INTERVAL)]
@@ -63,12 +64,18 @@ def original_of(copy, given):
     if given:
         path = given if given.endswith(".py") else os.path.join(ROOT, f"{given}.py")
         return os.path.abspath(path)
-    lines = read(copy).splitlines(keepends=True)
-    differs = {
-        s: sum(1 for _ in difflib.unified_diff(lines, read(os.path.join(ROOT, f"{s}.py")).splitlines(keepends=True)))
-        for s in SCRIPTS
-    }
-    return os.path.join(ROOT, f"{min(differs, key=differs.get)}.py")
+    return os.path.join(ROOT, f"{closest_original(copy, {s: os.path.join(ROOT, f'{s}.py') for s in SCRIPTS})}.py")
+
+
+def untimed_columns(rows, script):
+    """The columns of progress.csv rows that a rerun reproduces: all but the script's TIMING_COLUMNS."""
+    return [c for c in rows[0] if c not in script_module(script).TIMING_COLUMNS] if rows else []
+
+
+def twin_paths(work):
+    """The logs and the runs folders of the resume check: the uninterrupted twin, and the run killed, then resumed."""
+    logs = {n: os.path.join(work, f"{n}.log") for n in ("twin", "killed", "resumed")}
+    return logs, os.path.join(work, "twin"), os.path.join(work, "killed")
 
 
 def start(script, runs_dir, flags, log):
@@ -132,7 +139,7 @@ def check_control(copy, original, task, control, work):
         finish(procs[1], os.path.basename(original), logs[1])
         finish(procs[0], f"the copy with --control {shlex.join(control)}", logs[0])
     expected, got = read_rows(run_dir_of(runs[1])), read_rows(run_dir_of(runs[0]))
-    columns = [c for c in expected[0] if c not in TIMING_COLUMNS] if expected else []
+    columns = untimed_columns(expected, original)
     names = (os.path.basename(original), "copy")
     if difference := first_row_difference(expected, got, columns, names):
         raise Failed(difference)
@@ -141,18 +148,14 @@ def check_control(copy, original, task, control, work):
 
 def start_twins(copy, flags, work):
     """The twin runs whole while the other is killed after its second checkpoint; Refused if the copy will not start."""
-    logs = {n: os.path.join(work, f"{n}.log") for n in ("twin", "killed", "resumed")}
-    twin_runs, killed_runs = os.path.join(work, "twin"), os.path.join(work, "killed")
+    logs, twin_runs, killed_runs = twin_paths(work)
     with open(logs["twin"], "w") as t, open(logs["killed"], "w") as k:
         twin, killed = start(copy, twin_runs, flags, t), start(copy, killed_runs, flags, k)
-        saves, inode = 0, None
-        while killed.poll() is None and saves < 2:  # each save renames a new file into place: a new inode
-            run_dir = run_dir_of(killed_runs)
-            try:
-                now = os.stat(os.path.join(run_dir, "checkpoint.pt")).st_ino if run_dir else None
-            except FileNotFoundError:
-                now = None
-            saves, inode = saves + (now is not None and now != inode), now if now is not None else inode
+        saved = set()  # the inodes of checkpoint.pt seen: each save renames a new file into place
+        while killed.poll() is None and len(saved) < 2:
+            if run_dir := run_dir_of(killed_runs):
+                with contextlib.suppress(FileNotFoundError):
+                    saved.add(os.stat(os.path.join(run_dir, "checkpoint.pt")).st_ino)
             time.sleep(0.005)
         if killed.poll() is None:
             killed.kill()
@@ -166,8 +169,7 @@ def start_twins(copy, flags, work):
 
 def check_resume(copy, work):
     """The killed run resumed to the end equals its twin: progress.csv and the final checkpoint."""
-    logs = {n: os.path.join(work, f"{n}.log") for n in ("twin", "killed", "resumed")}
-    twin_runs, killed_runs = os.path.join(work, "twin"), os.path.join(work, "killed")
+    logs, twin_runs, killed_runs = twin_paths(work)
     run_dir = run_dir_of(killed_runs)
     at = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["counters"]["iteration"]
     with open(logs["resumed"], "w") as r:
@@ -175,7 +177,7 @@ def check_resume(copy, work):
         finish(subprocess.Popen(resume, stdout=r, stderr=subprocess.STDOUT), "the resumed copy", logs["resumed"])
     twin_dir = run_dir_of(twin_runs)
     expected, got = read_rows(twin_dir), read_rows(run_dir)
-    columns = [c for c in expected[0] if c not in TIMING_COLUMNS]
+    columns = untimed_columns(expected, copy)
     if difference := first_row_difference(expected, got, columns, ("uninterrupted", "killed and resumed")):
         raise Failed(difference)
     states = [torch.load(os.path.join(d, "checkpoint.pt"), weights_only=True) for d in (twin_dir, run_dir)]

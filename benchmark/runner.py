@@ -494,8 +494,8 @@ def report_data(experiment, folder, out_dir, runs_root):
         raise report.ReportError(
             f"no run of this report under {runs_root} and no run data at {data}: nothing to report"
         )
-    report.read_data(data)  # its format first: what is wrong with it, named
     if shipped and (found := report.sha256(data)) != shipped:
+        report.read_data(data)  # what is wrong with it, if its format says (empty, not gzip, cut short, corrupt)
         raise report.ReportError(
             f"{data} is not the run data that ships (sha256 {found[:12]}..., the index records {shipped[:12]}...): "
             "edited; restore it (git checkout)"

@@ -186,6 +186,18 @@ def take_turns(commands, slices, counter_index=None, counter_path=None):
 MIN_ITERATIONS = 10  # a 10th percentile of iteration times needs at least 10 of them
 
 
+def closest_original(copy, originals):
+    """The one of originals ({name: path}) that the script at copy differs from in the fewest lines: a copy's original."""
+    with open(copy) as f:
+        lines = f.readlines()
+
+    def differs(path):
+        with open(path) as f:
+            return sum(1 for _ in difflib.unified_diff(lines, f.readlines()))
+
+    return min(originals, key=lambda name: differs(originals[name]))
+
+
 def undisturbed_iteration_ms(rows, columns=("rollout_time", "update_time")):
     """10th percentile over a run's iterations of the sum of these progress.csv columns, in ms (inclusive: it lies
     between two measured times, never outside them)."""
@@ -256,10 +268,9 @@ def main():
         script_paths[name] = path
     args.scripts = [spec.partition("=")[0] for spec in args.scripts]
     # a copied script's original: the built-in one given beside it that differs from it in the fewest lines
-    differs = lambda a, b: sum(1 for _ in difflib.unified_diff(open(a).readlines(), open(b).readlines()))  # noqa: E731
-    built_in = [name for name in args.scripts if name in SCRIPTS]
+    built_in = {name: script_paths[name] for name in args.scripts if name in SCRIPTS}
     original = {
-        name: min(built_in, key=lambda b: differs(path, script_paths[b]))
+        name: closest_original(path, built_in)
         for name, path in script_paths.items()
         if name not in SCRIPTS and built_in
     }
