@@ -79,3 +79,51 @@ def test_every_relative_link_and_anchor_resolves(page):
 def test_no_page_cites_line_numbers():
     for page in PAGES:
         assert not re.search(r"\.py`? (L|lines? )\d+", page.read_text()), page
+
+
+RESULT = re.compile(r"\d+\.\d+ \[\d+\.\d+, \d+\.\d+\]|\d+ ± \d+")  # a P or IQM with its interval; a mean ± std
+
+
+def readme_result_blocks(text):
+    """README's opening (to the first ## heading) and its Results section, in blocks: a paragraph, or a table with the
+    paragraph under it (which names its reports)."""
+    opening = text.split("\n## ", 1)[0]
+    results = text.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    blocks = []
+    for part in (opening, results):
+        for block in re.split(r"\n\s*\n", part):
+            if blocks and blocks[-1].lstrip().startswith("|") and not block.lstrip().startswith("|"):
+                blocks[-1] += "\n" + block
+            else:
+                blocks.append(block)
+    return blocks
+
+
+def unmatched_results(text):
+    """Each result on README's first screen and in its Results section, exactly as printed in a report its block
+    links; returns those that are not."""
+    missing = []
+    for block in readme_result_blocks(text):
+        reports = [t for t in LINK.findall(block) if t.startswith("benchmark/results/") and t.endswith(".md")]
+        printed = "\n".join((ROOT / report).read_text() for report in reports)
+        missing += [
+            f"{number}: not in {', '.join(reports) or 'a linked report'}"
+            for number in RESULT.findall(block)
+            if number not in printed
+        ]
+    return missing
+
+
+def test_every_result_on_readmes_first_screen_is_printed_in_the_report_it_links():
+    text = (ROOT / "README.md").read_text()
+    assert len(RESULT.findall(text)) >= 20  # the check is only as strong as what it finds
+    assert not unmatched_results(text), unmatched_results(text)
+
+
+def test_a_result_not_in_its_report_is_caught():
+    text = (ROOT / "README.md").read_text()
+    first = RESULT.findall(text)[0]
+    changed = first.replace(first[-2], str((int(first[-2]) + 1) % 10), 1) if first[-2].isdigit() else first + "1"
+    assert unmatched_results(text.replace(first, changed, 1))
+    unlinked = re.sub(r"\]\(benchmark/results/[^)]+\)", "](docs/experiments.md)", text)
+    assert unmatched_results(unlinked)  # a result whose block links no report
