@@ -15,9 +15,8 @@ runs at any moment and each has the CPUs to itself (but for other tenants). A sc
 exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time.
 The raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env
 creation. On a shared machine other tenants slow a run unevenly over minutes (1M-step runs made one after the other
-disagree: docs/speed.md); in turns of a few seconds
-every process meets the same machine, so the ratios to the raw rate and to ppo_continuous hold still while the
-absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against itself) shows the noise that is left.
+disagree: docs/speed.md); in turns of a few seconds every process meets the same machine, so the ratios to the raw
+rate and to ppo_continuous hold still while the absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against itself) shows the noise that is left.
 The ratio to the raw rate is the less robust one: the raw process uses one core and the scripts two, so work of
 other tenants on one core slows the scripts more than it slows the raw process.
 
