@@ -438,12 +438,12 @@ def test_speed_takes_a_copied_script_as_the_runner_does(tmp_path, monkeypatch, c
     )
     tiny = "--num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 1 --eval-interval 0"
     argv = ["speed.py", "--steps", "2560", "--slice", "0.5", "--raw-slice", "0.3", "--extra", tiny, "--scripts"]
-    monkeypatch.setattr(sys, "argv", [*argv, "ppo_continuous", "ppo_wm", f"mine={mine}"])
+    monkeypatch.setattr(sys, "argv", [*argv, "ppo_wm", f"mine={mine}"])
     speed.main()
     out = capsys.readouterr().out
     rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
-    assert "ppo_continuous" in rows and "mine" in rows
-    assert [c[1] for c in commands if c[1] != "-c"] == [str(ROOT / f"{s}.py") for s in SCRIPTS[:2]] + [str(mine)]
+    assert "ppo_wm" in rows and "mine" in rows
+    assert [c[1] for c in commands if c[1] != "-c"] == [str(ROOT / "ppo_wm.py"), str(mine)]
     assert "mine: x ppo_wm per repeat " in out  # the copy's rate over its original's
     monkeypatch.setattr(sys, "argv", [*argv, "mine=no_such_script.py"])
     with pytest.raises(SystemExit) as e:
