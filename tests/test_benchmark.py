@@ -166,7 +166,7 @@ def test_runs_killed_with_their_runner_resume_to_the_uninterrupted_results(tmp_p
     from test_checkpoints import assert_same, comparable, untimed
 
     common = ["--variants", "ppo", "ppo_wm_aux", "--env-ids", "Hopper-v4", "--seeds", "1", "--workers", "2"]
-    common += ["--total-timesteps", str(80 * 128), "--extra", TINY_EXTRA + " --checkpoint-interval 5", "--no-report"]
+    common += ["--total-timesteps", str(40 * 128), "--extra", TINY_EXTRA + " --checkpoint-interval 5", "--no-report"]
     command = [sys.executable, str(ROOT / "benchmark" / "runner.py"), "--experiment", "exact", *common]
     subprocess.run([*command, "--runs-root", str(tmp_path / "twin")], check=True, capture_output=True)
     proc = subprocess.Popen([*command, "--runs-root", str(tmp_path / "cut")], start_new_session=True)
@@ -179,7 +179,7 @@ def test_runs_killed_with_their_runner_resume_to_the_uninterrupted_results(tmp_p
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     stopped = [torch.load(p, weights_only=True)["counters"]["iteration"] for p in (tmp_path / "cut").glob("*/*/*.pt")]
-    assert len(stopped) == 2 and min(stopped) < 80  # a run was cut short after a checkpoint
+    assert len(stopped) == 2 and min(stopped) < 40  # a run was cut short after a checkpoint
     subprocess.run([*command, "--runs-root", str(tmp_path / "cut")], check=True, capture_output=True)
     for twin in sorted((tmp_path / "twin").glob("*/*/progress.csv")):
         (cut,) = (tmp_path / "cut" / twin.parent.parent.name).glob("*/progress.csv")
