@@ -548,25 +548,6 @@ def speed_argv(steps, *scripts, extra=()):
     ]
 
 
-def test_speed_compares_the_scripts_and_raw_physics_side_by_side(tmp_path, monkeypatch, capsys):
-    import speed
-
-    out = tmp_path / "speed.md"
-    monkeypatch.setattr(sys, "argv", speed_argv(2560, "ppo_continuous", "ppo_wm", extra=["--out", str(out)]))
-    speed.main()
-    report = capsys.readouterr().out
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in report.splitlines()
-        if line.startswith("| ppo")
-    }
-    assert set(rows) == {"ppo_continuous", "ppo_wm"} and rows["ppo_continuous"][2] == "1.00"
-    raw = float(re.search(r"per repeat: ([\d,]+) steps/s", report).group(1).replace(",", ""))
-    for sps, x_raw, *_ in rows.values():  # the x-raw column is the script's rate over the raw rate of the same turns
-        assert float(x_raw) == pytest.approx(float(sps.replace(",", "")) / raw, abs=0.006)
-    assert out.read_text().strip() == report.strip()
-
-
 def test_speed_refuses_too_few_steps_and_its_percentiles_stay_within_the_times(monkeypatch, capsys):
     import speed
 
@@ -586,7 +567,7 @@ def test_speed_refuses_too_few_steps_and_its_percentiles_stay_within_the_times(m
     assert 2520 <= speed.undisturbed_iteration_ms(rows) <= 4910
 
 
-def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypatch, capsys):
+def test_speed_compares_the_scripts_and_their_variants_with_raw_physics_side_by_side(tmp_path, monkeypatch, capsys):
     import speed
 
     commands = []
@@ -594,10 +575,12 @@ def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypat
     monkeypatch.setattr(
         speed, "take_turns", lambda cmds, *a, **k: commands.extend(cmds) or real_take_turns(cmds, *a, **k)
     )
-    argv = speed_argv(2560, "ppo_continuous", "ppo_wm", extra=["--variant-extra", "--clip-coef 0.3"])
+    out = tmp_path / "speed.md"
+    argv = speed_argv(2560, "ppo_continuous", "ppo_wm", extra=["--variant-extra", "--clip-coef 0.3", "--out", str(out)])
     monkeypatch.setattr(sys, "argv", argv)
     speed.main()
     report = capsys.readouterr().out
+    assert out.read_text().strip() == report.strip()
     rows = {
         line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
         for line in report.splitlines()
@@ -605,6 +588,9 @@ def test_speed_runs_each_script_again_with_the_variant_flags(tmp_path, monkeypat
     }
     variants = ["ppo_continuous --clip-coef 0.3", "ppo_wm --clip-coef 0.3"]
     assert list(rows) == ["ppo_continuous", "ppo_wm", *variants] and rows["ppo_continuous"][2] == "1.00"
+    raw = float(re.search(r"per repeat: ([\d,]+) steps/s", report).group(1).replace(",", ""))
+    for sps, x_raw, *_ in rows.values():  # the x-raw column is the script's rate over the raw rate of the same turns
+        assert float(x_raw) == pytest.approx(float(sps.replace(",", "")) / raw, abs=0.006)
     assert "each script also with `--clip-coef 0.3`" in report
     sps = {name: float(cells[0].replace(",", "")) for name, cells in rows.items()}
     for script, variant in zip(["ppo_continuous", "ppo_wm"], variants):  # the flag's cost: variant over its own script
