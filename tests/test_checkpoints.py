@@ -258,7 +258,10 @@ def test_a_run_stopped_at_two_checkpoints_ends_as_the_uninterrupted_run(name, tm
         path = ROOT / f"{name}.py"
     flags = [*TINY, "--total-timesteps", str(24 * BATCH), "--checkpoint-interval", "3", "--eval-interval", "4"]
     start = lambda *argv: subprocess.Popen([sys.executable, str(path), *argv], stderr=subprocess.PIPE)  # noqa: E731
-    twin_proc = start(*flags, "--runs-dir", str(tmp_path / "twin"))  # beside the cut run: the suite's time
+    with open(tmp_path / "twin.log", "w") as log:  # the twin beside the cut run: the suite's time
+        twin_proc = subprocess.Popen(
+            [sys.executable, str(path), *flags, "--runs-dir", str(tmp_path / "twin")], stderr=log
+        )
     proc = start(*flags, "--runs-dir", str(tmp_path / "cut"))
     while not (tmp_path / "cut").exists() or not list((tmp_path / "cut").iterdir()):
         time.sleep(0.05)
@@ -274,7 +277,7 @@ def test_a_run_stopped_at_two_checkpoints_ends_as_the_uninterrupted_run(name, tm
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["counters"]["iteration"]
     assert 5 <= stopped_at < killed_at < 24 and killed_at % 3 == 0  # two different checkpoints
     assert start("--resume", str(run_dir)).wait(timeout=120) == 0
-    assert twin_proc.wait(timeout=120) == 0
+    assert twin_proc.wait(timeout=120) == 0, (tmp_path / "twin.log").read_text()[-2000:]
     (twin,) = (tmp_path / "twin").iterdir()
 
     assert untimed(read_progress(run_dir)) == untimed(read_progress(twin))
