@@ -9,16 +9,16 @@
     python benchmark/speed.py --scripts ppo_wm mine=my_wm.py    # a copy beside its original: mine's rate x ppo_wm's
 
 Side by side, in turns: in each repeat every script and a raw-physics process (a SyncVectorEnv of the task, 16 envs,
-random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and
-resumed one at a time, round robin, for --slice seconds each (the raw process for --raw-slice), so only one of them
-runs at any moment and each has the CPUs to itself (but for other tenants). A script's time is the sum of its turns from start to
-exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time.
-The raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env
-creation. On a shared machine other tenants slow a run unevenly over minutes (1M-step runs made one after the other
-disagree: docs/speed.md); in turns of a few seconds every process meets the same machine, so the ratios to the raw
-rate and to ppo_continuous hold still while the absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against itself) shows the noise that is left.
-The ratio to the raw rate is the less robust one: the raw process uses one core and the scripts two, so work of
-other tenants on one core slows the scripts more than it slows the raw process.
+random actions, no wrappers) are started together, stopped (SIGSTOP to the process group, children included) and resumed
+one at a time, round robin, for --slice seconds each (the raw process for --raw-slice), so only one of them runs at any
+moment and each has the CPUs to itself (but for other tenants). A script's time is the sum of its turns from start to
+exit (imports, env creation, evaluations and checkpoints included): its rate is its training steps over that time. The
+raw rate is the raw process's env steps over its turns, counted from its first turn that starts after env creation. On a
+shared machine other tenants slow a run unevenly over minutes (1M-step runs made one after the other disagree:
+docs/speed.md); in turns of a few seconds every process meets the same machine, so the ratios to the raw rate and to
+ppo_continuous hold still while the absolute rates move. `--scripts ppo_continuous ppo_continuous` (a script against
+itself) shows the noise that is left. The ratio to the raw rate is the less robust one: the raw process uses one core
+and the scripts two, so work of other tenants on one core slows the scripts more than it slows the raw process.
 
 With --pairs, each command is two runs of the script side by side (seeds r and r + repeats), --num-env-threads 1 each,
 as benchmark/runner.py runs a multi-seed experiment on a 2-core machine: the pair takes turns like a single script, its

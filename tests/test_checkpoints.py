@@ -257,11 +257,12 @@ def test_a_run_stopped_at_two_checkpoints_ends_as_the_uninterrupted_run(name, tm
     else:
         path = ROOT / f"{name}.py"
     flags = [*TINY, "--total-timesteps", str(24 * BATCH), "--checkpoint-interval", "3", "--eval-interval", "4"]
-    start = lambda *argv: subprocess.Popen([sys.executable, str(path), *argv], stderr=subprocess.PIPE)  # noqa: E731
+
+    def start(*argv, stderr=subprocess.PIPE):
+        return subprocess.Popen([sys.executable, str(path), *argv], stderr=stderr)
+
     with open(tmp_path / "twin.log", "w") as log:  # the twin beside the cut run: the suite's time
-        twin_proc = subprocess.Popen(
-            [sys.executable, str(path), *flags, "--runs-dir", str(tmp_path / "twin")], stderr=log
-        )
+        twin_proc = start(*flags, "--runs-dir", str(tmp_path / "twin"), stderr=log)
     proc = start(*flags, "--runs-dir", str(tmp_path / "cut"))
     while not (tmp_path / "cut").exists() or not list((tmp_path / "cut").iterdir()):
         time.sleep(0.05)
