@@ -37,8 +37,8 @@ def port(source):
     """CleanRL's script with the observation clip given its space, as gymnasium 1.x requires."""
     if source.count(GYMNASIUM_0_29_LINE) != 1:
         raise SystemExit(
-            f"cleanrl_reference.py: the script is not the CleanRL version measured (no single `{GYMNASIUM_0_29_LINE}`); "
-            "fetch it with the command in this file's docstring"
+            "cleanrl_reference.py: the script is not the CleanRL version measured "
+            f"(no single `{GYMNASIUM_0_29_LINE}`); fetch it with the command in this file's docstring"
         )
     return source.replace(GYMNASIUM_0_29_LINE, PORTED_LINE)
 
@@ -111,11 +111,13 @@ def main(argv=None):
     )
     if len({(r["env_id"], r["seed"]) for r in ours}) < len(ours):
         raise SystemExit(
-            f"cleanrl_reference.py: {args.against} holds two finished runs of one task and seed; give a pool of one configuration"
+            f"cleanrl_reference.py: {args.against} holds two finished runs of one task and seed; "
+            "give a pool of one configuration"
         )
     if not os.path.isfile(args.script):
         raise SystemExit(
-            f"cleanrl_reference.py: {args.script} not found; fetch CleanRL's script with the command in this file's docstring"
+            f"cleanrl_reference.py: {args.script} not found; "
+            "fetch CleanRL's script with the command in this file's docstring"
         )
     with open(args.script) as f:
         ported = port(f.read())
@@ -124,7 +126,8 @@ def main(argv=None):
     with open(ported_path, "w") as f:
         f.write(ported)
     jobs = [(e, s) for e in args.env_ids for s in args.seeds]
-    # set explicitly: started with & the tool inherits SIGINT ignored; a run stopped by either is killed, none is orphaned
+    # set explicitly: started with & the tool inherits SIGINT ignored; a run stopped by either is killed, none is
+    # orphaned
     STOP_SIGNAL.clear()
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -135,7 +138,8 @@ def main(argv=None):
             signal.signal(sig, handler)
     if STOP_SIGNAL:
         print(
-            f"cleanrl_reference.py: stopped by signal {STOP_SIGNAL[0]}; the same command runs the unfinished runs again",
+            f"cleanrl_reference.py: stopped by signal {STOP_SIGNAL[0]}; "
+            "the same command runs the unfinished runs again",
             file=sys.stderr,
         )
         return 128 + STOP_SIGNAL[0]

@@ -2,10 +2,10 @@
 with the frozen normalization, projects z to 2-D (PCA and t-SNE) coloured by time step and by gait phase, measures how
 well z predicts the gait phase linearly, and renders a gait filmstrip of the agent.
 
-    python benchmark/latent_viz.py runs/benchmark/ppo_wm/Walker2d-v4__ppo_wm__1__<time>/best.pt   # runs/latent_viz/<run>/
+    python benchmark/latent_viz.py runs/benchmark/ppo_wm/Walker2d-v4__ppo_wm__1__<time>/best.pt
 
-Needs the bench extra (scikit-learn, for t-SNE). It never writes over a report: a folder that holds a summary.md is
-refused unless --force (benchmark/results/E4 is the committed one).
+It writes to runs/latent_viz/<run>/ and needs the bench extra (scikit-learn, for t-SNE). It never writes over a
+report: a folder that holds a summary.md is refused unless --force (benchmark/results/E4 is the committed one).
 
 Gait phase: the phase angle of the first thigh joint's oscillation, atan2(angular velocity, angle), both standardized
 (obs index 2 and its velocity, for Walker2d, Hopper and HalfCheetah alike).
@@ -160,7 +160,8 @@ def main():
         axes[row][0].set_title(f"{name} of z, by time step")
         axes[row][1].set_title(f"{name} of z, by gait phase")
     fig.suptitle(
-        f"{env_id}, {ckpt['script']} step {ckpt['counters']['global_step']:,}: {len(z)} latents from {args.episodes} episodes"
+        f"{env_id}, {ckpt['script']} step {ckpt['counters']['global_step']:,}: "
+        f"{len(z)} latents from {args.episodes} episodes"
     )
     fig.tight_layout()
     path = os.path.join(args.out_dir, "latent_projections.png")
@@ -182,7 +183,8 @@ def main():
         "",
         f"- z: {z.shape[1]} dims, effective rank {rank:.1f}, mean per-dimension std {z_std:.2f}",
         f"- PCA: the first two components explain {explained[0]:.0%} and {explained[1]:.0%} of z's variance",
-        f"- gait phase linearly decodable from z: R^2 = {r2_z:.2f} (from the normalized observation itself: {r2_obs:.2f})",
+        f"- gait phase linearly decodable from z: R^2 = {r2_z:.2f} "
+        f"(from the normalized observation itself: {r2_obs:.2f})",
         "",
         "![latent projections](latent_projections.png)",
         "",

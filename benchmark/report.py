@@ -348,7 +348,8 @@ def write_report(
     lines = [
         f"# {title or os.path.basename(os.path.normpath(out_dir))}: {total_timesteps:,} steps per run",
         "",
-        "Score: mean raw return of the last 100 training episodes of a run. IQM and probability of improvement with 95% "
+        "Score: mean raw return of the last 100 training episodes of a run. "
+        "IQM and probability of improvement with 95% "
         f"stratified-bootstrap confidence intervals ({reps} resamples of seeds).",
         "",
     ]
@@ -537,8 +538,8 @@ def drift_section(runs, tasks, variants, labels, total_timesteps, out_dir):
             )
             rho = [f"{spearman(x, change):+.2f}" if len(group) >= 3 else "–" for x in (drift, rank)]
             lines.append(
-                f"| {t} | {labels[v]} | {drift.mean():.3f} | {rank.mean():.1f} | {change.mean():+.0f} | {rho[0]} | {rho[1]} "
-                f"| {per_seed} |"
+                f"| {t} | {labels[v]} | {drift.mean():.3f} | {rank.mean():.1f} | {change.mean():+.0f} "
+                f"| {rho[0]} | {rho[1]} | {per_seed} |"
             )
             curves[(t, v)] = group
     if not lines:
@@ -550,8 +551,8 @@ def drift_section(runs, tasks, variants, labels, total_timesteps, out_dir):
         "to its spread; z_effective_rank: how many directions z uses; docs/world-model.md) beside the score's change "
         f"from {start // 1000}k to the end, with Spearman's ρ over seeds between each and the change:",
         "",
-        "| task | variant | late z_drift (mean) | late z_effective_rank (mean) | score change (mean) | ρ (drift, change) "
-        "| ρ (rank, change) | per seed: drift / rank / change |",
+        "| task | variant | late z_drift (mean) | late z_effective_rank (mean) | score change (mean) "
+        "| ρ (drift, change) | ρ (rank, change) | per seed: drift / rank / change |",
         "|---|---|---|---|---|---|---|---|",
         *lines,
         "",

@@ -89,7 +89,8 @@ SEEDS = list(range(1, 11))  # at 5 seeds E1's intervals could neither confirm no
 EXPERIMENTS = {
     "E1": (["ppo", "ppo_wm", "ppo_wm_aux"], TASKS, SEEDS),
     "E2": (["ppo_wm", "ppo_wm_z16", "ppo_wm_z64"], ["HalfCheetah-v4"], SEEDS[:5]),  # ppo_wm is z_dim 32
-    # alpha 0: ppo_wm's runs, which ppo_wm_aux --alpha 0 reproduces bit for bit (tests/test_training.py); ppo_wm_aux is 0.01
+    # alpha 0: ppo_wm's runs, which ppo_wm_aux --alpha 0 reproduces bit for bit (tests/test_training.py);
+    # ppo_wm_aux is 0.01
     "E3": (["ppo_wm", "ppo_wm_aux", "ppo_wm_aux_alpha0.05"], ["Walker2d-v4"], SEEDS[:5]),
     # E5's screen, on seeds 11-15 only: which world-model objective E5 measures on seeds 1-10. Rule, fixed before the
     # screen's results: the variant with the higher P(variant > ppo_wm) averaged over the tasks
@@ -245,8 +246,9 @@ def plan(experiment, env_ids, seeds, total_timesteps, runs_root, python, extra, 
     return runs
 
 
-# config keys that do not change a run's training rows: where to write, how often to log, checkpoint, evaluate or render
-# (evaluations do not touch the training RNG: tested), how many env threads (tested), and the steps, which --resume extends
+# config keys that do not change a run's training rows: where to write, how often to log, checkpoint, evaluate or
+# render (evaluations do not touch the training RNG: tested), how many env threads (tested), and the steps, which
+# --resume extends
 NON_TRAINING_KEYS = {
     "exp_name",
     "runs_dir",
@@ -520,8 +522,9 @@ def run_local(runs, workers, logs_dir, reuse_changed_scripts=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     running, held, failed, done, start, last_report, last_retry = [], [], [], len(ended), time.time(), 0.0, 0.0
     durations = []  # seconds of each run that started and ended in this session: the estimate of the time left
-    # Ctrl-C or a kill stops the runs, never orphans them: each run gets SIGTERM, checkpoints at the end of its iteration
-    # and exits; rerunning the same command resumes them. Set explicitly: a runner started with & inherits SIGINT ignored.
+    # Ctrl-C or a kill stops the runs, never orphans them: each run gets SIGTERM, checkpoints at the end of its
+    # iteration and exits; rerunning the same command resumes them. Set explicitly: a runner started with & inherits
+    # SIGINT ignored.
     stop_signal, forwarded, stopped, said_held = [], 0, 0, set()
     previous_handlers = {
         sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
@@ -641,7 +644,8 @@ def submit_slurm(runs, slurm_dir, max_running, sbatch_args, python, reuse_change
 #SBATCH --cpus-per-task=1
 #SBATCH --output={slurm_dir}/logs/%A_%a.out
 export OMP_NUM_THREADS=1
-exec {shlex.quote(python)} {shlex.quote(os.path.abspath(__file__))} --slurm-task {shlex.quote(runs_file)} "$SLURM_ARRAY_TASK_ID"
+exec {shlex.quote(python)} {shlex.quote(os.path.abspath(__file__))} \\
+    --slurm-task {shlex.quote(runs_file)} "$SLURM_ARRAY_TASK_ID"
 """),
     )
     out = subprocess.run(["sbatch", "--parsable", *sbatch_args, script], capture_output=True, text=True)
@@ -740,7 +744,8 @@ def run_experiment(argv):
     parser.add_argument("--report-only", action="store_true", help="only write the report of existing runs")
     parser.add_argument("--no-report", action="store_true")
     argv = list(sys.argv[1:] if argv is None else argv)
-    # argparse takes the value of "--extra --no-clip-vloss" for an option of its own: bind it as "--extra=--no-clip-vloss"
+    # argparse takes the value of "--extra --no-clip-vloss" for an option of its own: bind it as
+    # "--extra=--no-clip-vloss"
     if "--extra" in argv[:-1]:
         i = argv.index("--extra")
         argv[i : i + 2] = [f"--extra={argv[i + 1]}"]
@@ -839,9 +844,8 @@ def run_experiment(argv):
                 seed_sets=seed_sets,
             )
             print(f"report: {os.path.join(out_dir, 'summary.md')}")
-            print(
-                f"run data: {os.path.join(out_dir, report.DATA)} (sha256 {report.sha256(os.path.join(out_dir, report.DATA))})"
-            )
+            data = os.path.join(out_dir, report.DATA)
+            print(f"run data: {data} (sha256 {report.sha256(data)})")
         except report.ReportError as e:
             print(f"runner.py: error: {e}", file=sys.stderr)
             return 2

@@ -1,9 +1,9 @@
 """Throughput and memory of the three scripts against the raw physics rate, measured side by side in one session.
 
     python benchmark/speed.py                       # Walker2d-v4, 200k steps per script (a quick proxy), default flags
-    python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed/1M.md   # the default budget
+    python benchmark/speed.py --steps 1000000 --repeats 3 --out benchmark/results/speed/1M.md  # the default budget
     python benchmark/speed.py --steps 100000 --env-id Hopper-v4 --repeats 3 --out /tmp/speed-hopper.md
-    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra="--update-epochs 15"   # each script with a flag
+    python benchmark/speed.py --steps 1000000 --repeats 2 --variant-extra="--update-epochs 15"  # scripts with a flag
     python benchmark/speed.py --reference ../old-checkout       # each script also as it is in another checkout
     python benchmark/speed.py --pairs                           # the runner's mode: two runs side by side, one per core
     python benchmark/speed.py --scripts ppo_wm mine=my_wm.py    # a copy beside its original: mine's rate x ppo_wm's
@@ -73,7 +73,8 @@ while True:
     counter[0] += num_envs
 """
 
-# started in front of every command: stops itself, then becomes the command when first resumed, so none of it runs outside its turns
+# started in front of every command: stops itself, then becomes the command when first resumed, so none of it runs
+# outside its turns
 STOPPED_START = "import os, signal, sys; os.kill(os.getpid(), signal.SIGSTOP); os.execvp(sys.argv[1], sys.argv[1:])"
 
 
@@ -186,7 +187,7 @@ MIN_ITERATIONS = 10  # a 10th percentile of iteration times needs at least 10 of
 
 
 def closest_original(copy, originals):
-    """The one of originals ({name: path}) that the script at copy differs from in the fewest lines: a copy's original."""
+    """The one of originals ({name: path}) that the script at copy differs from in the fewest lines: its original."""
     with open(copy) as f:
         lines = f.readlines()
 
@@ -205,7 +206,7 @@ def undisturbed_iteration_ms(rows, columns=("rollout_time", "update_time")):
 
 
 def batch_of(flags):
-    """Steps per iteration that these flags give a script: --num-envs x --num-steps (the last given; defaults 16, 128)."""
+    """Steps per iteration that these flags give a script: --num-envs x --num-steps (last given; default 16, 128)."""
     values = {"--num-envs": 16, "--num-steps": 128}
     for i, flag in enumerate(flags):
         name, _, value = flag.partition("=")
@@ -237,7 +238,8 @@ def main():
     parser.add_argument(
         "--variant-extra",
         default="",
-        help="also run every script with these flags added, e.g. --variant-extra=--compile (labelled 'script --compile')",
+        help="also run every script with these flags added, e.g. --variant-extra=--compile "
+        "(labelled 'script --compile')",
     )
     parser.add_argument(
         "--reference", help="also run every script from this checkout (e.g. a worktree of another commit)"
@@ -365,8 +367,10 @@ def main():
 
     base = runs.get("ppo_continuous")
     lines = [
-        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) (seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
-        f"side by side in turns of {args.slice:g} s (raw physics {args.raw_slice:g} s), {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores"
+        f"speed of {args.env_id}, {args.steps:,} training steps per script, {args.repeats} repeat(s) "
+        f"(seeds {args.first_seed}-{args.first_seed + args.repeats - 1}), "
+        f"side by side in turns of {args.slice:g} s (raw physics {args.raw_slice:g} s), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores"
         + (f", extra flags `{args.extra}`" if args.extra else "")
         + (f", each script also with `{args.variant_extra}`" if args.variant_extra else "")
         + (f", each script also from {args.reference} (@reference)" if args.reference else "")
@@ -376,8 +380,9 @@ def main():
         + ", ".join(f"{r:,.0f}" for r in raws)
         + " steps/s",
         "",
-        "| script | steps/s (whole process, median) | x raw physics (median; range over repeats) | x ppo_continuous (median; range over repeats) "
-        "| peak memory MB (RSS + children's private; max) | peak RSS MB, largest single process (max) | seconds of its turns (median) "
+        "| script | steps/s (whole process, median) | x raw physics (median; range over repeats) "
+        "| x ppo_continuous (median; range over repeats) | peak memory MB (RSS + children's private; max) "
+        "| peak RSS MB, largest single process (max) | seconds of its turns (median) "
         "| iteration ms (10th percentile; median) | rollout / update ms (10th percentile; median) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -396,8 +401,9 @@ def main():
                 per_repeat.append(f"{name}: x {twin} per repeat " + ", ".join(f"{x:.3f}" for x in ratios))
         per_repeat.append(f"{name}: x raw physics per repeat " + ", ".join(f"{r['x_raw']:.3f}" for r in results))
         lines.append(
-            f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} | {max(r['rss'] for r in results):.0f} "
-            f"| {median['seconds']:.1f} | {median['iteration_ms']:.0f} | {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |"
+            f"| {name} | {median['sps']:,.0f} | {median_and_range([r['x_raw'] for r in results])} | {rel} | {memory} "
+            f"| {max(r['rss'] for r in results):.0f} | {median['seconds']:.1f} | {median['iteration_ms']:.0f} "
+            f"| {median['rollout_ms']:.0f} / {median['update_ms']:.0f} |"
         )
     report = "\n".join(lines + [""] + per_repeat)
     print(report)

@@ -321,7 +321,8 @@ def test_report_on_synthetic_runs_with_a_known_shift(tmp_path):
         f"{seed}: {b:.0f}" for seed, b in enumerate(scores[("TaskB-v0", "ppo")] + 500)
     ]
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
-    # time to score: every synthetic curve is linear in steps, so the seed mean passes 500 at 500 / mean(final) of the run
+    # time to score: every synthetic curve is linear in steps, so the seed mean passes 500 at 500 / mean(final) of the
+    # run
     group = [
         r for r in report.load_runs(dirs) if r["env_id"] == "TaskA-v0" and r["variant"] == "ppo" and r["seed"] != 99
     ]
@@ -413,7 +414,7 @@ def test_latent_viz_gait_phase_and_decodability():
 BUSY = (
     "import sys, time\n"
     "stamps, start = [], time.process_time()\n"
-    "while time.process_time() - start < float(sys.argv[1]):  # a fixed amount of CPU work, however often it is stopped\n"
+    "while time.process_time() - start < float(sys.argv[1]):  # fixed CPU work, however often it is stopped\n"
     "    stamps.append(time.monotonic())\n"
     "    sum(range(2000))\n"
     "open(sys.argv[2], 'w').write('\\n'.join(map(repr, stamps)))\n"
@@ -440,7 +441,8 @@ def test_take_turns_runs_one_process_at_a_time_and_times_only_its_turns(tmp_path
     )
     switches = sum(1 for (_, x), (_, y) in zip(stamps, stamps[1:]) if x != y)
     assert len(stamps) > 1000 and 3 <= switches <= wall / 0.2 + 2
-    # a turn's time is at least the CPU time spent in it, and stopped time is not counted: together they fit in the wall time
+    # a turn's time is at least the CPU time spent in it, and stopped time is not counted: together they fit in the
+    # wall time
     assert results[0]["active"] >= 0.6 and results[1]["active"] >= 1.2
     assert results[0]["active"] + results[1]["active"] <= wall
 
@@ -683,7 +685,8 @@ def test_cleanrl_reference_ports_the_script_scores_the_last_100_episodes_and_kee
         (run_dir / "progress.csv").write_text(f"global_step,return_last100\n2048,1.0\n{last_step},{score}\n")
     assert cleanrl_reference.main([*argv, "--against", str(pool)]) == 1
     assert sorted((out / "calls.txt").read_text().split()) == ["1", "2", "3", "3"]
-    # seed 3 of ours stopped short and seed 9 was not asked for; P(ours > CleanRL) over the 4 pairs: 200 beats both, 101 one
+    # seed 3 of ours stopped short and seed 9 was not asked for; P(ours > CleanRL) over the 4 pairs: 200 beats both,
+    # 101 one
     assert (
         "| Hopper-v4 | 1 2 | 100, 102 | 101 ± 1 | 1149, 1149 | 1 2 | 200, 101 | 150 ± 70 | 0.75 ["
         in capsys.readouterr().out

@@ -41,9 +41,10 @@ POLICY = """def make_agent(obs_dim, act_dim, args, device="cpu"):
 NEXT_STACK_BUF = (
     "    next_stack_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim * args.frame_stack), device=device)\n"
 )
-RESTORE = """    # state carried through an episode: restored from the checkpoint's episodes in flight, saved with them below
-    stack = episodes["stack"].to(device) if episodes else next_obs.repeat(1, args.frame_stack)
-"""
+RESTORE = (
+    "    # state carried through an episode: restored from the checkpoint's episodes in flight, saved with them below\n"
+    '    stack = episodes["stack"].to(device) if episodes else next_obs.repeat(1, args.frame_stack)\n'
+)
 PUSH = """            next_stack_buf[step] = push_frame(stack, next_obs_buf[step])  # the critic's true next input
             stack = push_frame(stack, next_obs, torch.from_numpy(done).to(device))
 """
@@ -143,7 +144,8 @@ def test_a_module_no_checkpoint_saves_fails_saved_parts_and_skips_the_rest(tmp_p
     source = edit(
         (ROOT / "ppo_continuous.py").read_text(),
         "    optimizer = torch.optim.Adam(agent.parameters()",
-        "    head = nn.Linear(3, 3)\n    optimizer = torch.optim.Adam(list(agent.parameters()) + list(head.parameters())",
+        "    head = nn.Linear(3, 3)\n"
+        "    optimizer = torch.optim.Adam(list(agent.parameters()) + list(head.parameters())",
         "instead",
     )
     (copy := tmp_path / "my_head.py").write_text(source)

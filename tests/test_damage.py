@@ -38,7 +38,7 @@ def files(folder):
 
 
 def damaged(data):
-    """The shipped data five ways wrong: cut short, a byte flipped, not gzip, empty, edited by hand and gzipped again."""
+    """The shipped data five ways wrong: cut short, a byte flipped, not gzip, empty, edited by hand and re-gzipped."""
     lines = gzip.decompress(data).decode().splitlines(keepends=True)
     run = lines[1].split(",")[0]
     edited = [line for line in lines if not line.startswith(run + ",")] + [

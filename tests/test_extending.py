@@ -97,7 +97,10 @@ def make_my_nce(path):
     for snippet in (INFO_NCE, NCE_FLAGS, NCE_CALL):
         assert snippet.strip() in DOC
     source = (ROOT / "ppo_wm.py").read_text()
-    call = "                wm_loss, wm_stats = world_model_loss(encoder, dynamics, *mb, target_encoder, args.wm_reward_weight)\n"
+    call = (
+        "                wm_loss, wm_stats = world_model_loss("
+        "encoder, dynamics, *mb, target_encoder, args.wm_reward_weight)\n"
+    )
     for anchor, new in [
         (
             "from wm_common import Dynamics, Encoder, ema_update,",
