@@ -1,8 +1,9 @@
 """Fans out (script x env id x seed x extra flags) over local workers or a Slurm job array, then writes the report.
 
-    python benchmark/runner.py --experiment E1                     # what benchmark/run.sh runs (seeds 1-10)
+    python benchmark/runner.py --experiment E10                    # what benchmark/run.sh runs: the README's table
     python benchmark/runner.py --experiment E5                     # each experiment has its tasks and seeds
     python benchmark/runner.py --experiment E3 --seeds 1 2 3 --total-timesteps 300000 --workers 2
+    python benchmark/runner.py --experiment E10 --report-only      # its report again, from the run data that ships
     python benchmark/runner.py --experiment E1 --dry-run           # print the commands only
     python benchmark/runner.py --experiment E1 --slurm --slurm-max-running 20   # submit a job array instead
     python benchmark/runner.py --experiment mine --variants ppo_wm "mine=my_wm.py --z-dim 16" --seeds 11 12 13
@@ -12,7 +13,7 @@ its flags; a name that is not a built-in experiment makes a new one from the var
 
 Runs live in one pool, <runs-root>/<variant>/<env>__<variant>__<seed>__<time>/ (the scripts' own run names, with
 --exp-name set to the variant), so experiments share runs of the same configuration: E2's z_dim 32 and E3's alpha 0.01
-are E1's ppo_wm and ppo_wm_aux runs. Extra flags make another pool, and so does another length than 1M steps (with an
+are E10's ppo_wm and ppo_wm_aux runs. Extra flags make another pool, and so does another length than 1M steps (with an
 annealed learning rate the schedule depends on it). Finished runs are skipped; a run with a checkpoint that has not
 reached its steps is continued with --resume. A finished or started run is only reused if its config.json matches what
 the script would now run (its Args with the flags; the keys that do not change training are not compared) and was
@@ -702,7 +703,7 @@ def run_experiment(argv):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
     parser.error = lambda message: sys.exit(print(f"runner.py: error: {message}", file=sys.stderr) or 2)  # one line
-    parser.add_argument("--experiment", default="E1", help=f"{', '.join(EXPERIMENTS)}, or a new name with --variants")
+    parser.add_argument("--experiment", default="E10", help=f"{', '.join(EXPERIMENTS)}, or a new name with --variants")
     parser.add_argument("--env-ids", nargs="+", help="tasks (default: the experiment's)")
     parser.add_argument(
         "--variants",

@@ -960,3 +960,5 @@ def test_e10_plans_the_four_scripts_on_four_tasks_and_ten_seeds(tmp_path, capsys
     variants = {"ppo", "ppo_wm", "ppo_wm_aux", "ppo_wm_mrq_ema"}
     assert len(commands) == 160 and runs == {(t, v, str(s)) for t in tasks for v in variants for s in range(1, 11)}
     assert runner.BASELINES["E10"] == ["ppo", "ppo_wm"]
+    assert runner.main(["--dry-run", "--runs-root", str(tmp_path)]) == 0  # the default: benchmark/run.sh is E10
+    assert capsys.readouterr().out.splitlines() == commands
