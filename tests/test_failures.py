@@ -286,7 +286,7 @@ def test_a_fuller_report_is_never_replaced_by_accident(tmp_path, capsys):
     results = tmp_path / "results"
     shutil.copytree(ROOT / "benchmark" / "results" / "E1", results / "E1")
     committed = (results / "E1" / "summary.md").read_bytes()
-    argv = ["--report-only", "--runs-root", str(tmp_path / "runs"), "--results-dir", str(results)]
+    argv = ["--experiment", "E1", "--report-only", "--runs-root", str(tmp_path / "runs"), "--results-dir", str(results)]
     assert runner.main(argv) == 2  # a fresh clone: no runs, and the committed report of 90 whose data does not ship
     line = one_error_line(
         capsys.readouterr().err, "runner.py: error: the runs of E1 are gone and its run data does not"
