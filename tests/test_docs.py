@@ -3,6 +3,9 @@
 
 import ast
 import re
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -128,3 +131,20 @@ def test_a_result_not_in_its_report_is_caught():
     assert [m for m in unmatched_results(text.replace(first, changed, 1)) if m.startswith(f"{changed}: not in ")]
     unlinked = re.sub(r"\]\(benchmark/results/[^)]+\)", "](docs/experiments.md)", text)
     assert f"{first}: not in a linked report" in unmatched_results(unlinked)  # a result whose block links no report
+
+
+def test_speeds_run_time_command_reads_the_shipped_run_data():
+    """docs/speed.md's command, the source of the README's run times, on E3's shipped data: each variant's median."""
+    block = re.search(
+        r"```\n(python - (benchmark/results/E10/runs\.csv\.gz) <<'PY'\n.*?\nPY)\n```",
+        (ROOT / "docs" / "speed.md").read_text(),
+        re.S,
+    )
+    command = block.group(1).replace(block.group(2), "benchmark/results/E3/runs.csv.gz", 1)
+    command = command.replace("python", shlex.quote(sys.executable), 1)  # this test's interpreter
+    out = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "Walker2d-v4 ppo_wm: median 4.1 min over 5 runs",
+        "Walker2d-v4 ppo_wm_aux: median 4.0 min over 5 runs",
+        "Walker2d-v4 ppo_wm_aux_alpha0.05: median 3.9 min over 5 runs",
+    ]
