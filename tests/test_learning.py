@@ -21,6 +21,8 @@ def test_each_script_learns_inverted_pendulum(tmp_path):
             )
             for name in SCRIPTS
         }
+        for proc in procs.values():  # none outlives a failed wait (a no-op on a run that ended)
+            logs.callback(proc.kill)
         returncodes = {name: proc.wait(timeout=600) for name, proc in procs.items()}
     for name in SCRIPTS:
         assert returncodes[name] == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
